@@ -1,0 +1,116 @@
+//! `winstrace`: the command line. It parses strace-style options, picks the
+//! target and the output, and hands over to an engine. Everything else lives
+//! in the library crates (see ARCHITECTURE.md).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+
+mod target;
+
+/// strace for Windows: trace the native API (ntdll Nt*) calls of a program.
+#[derive(Parser, Debug)]
+#[command(
+    name = "winstrace",
+    version,
+    about,
+    after_help = "Each call prints as NAME(ARGS...) = STATUS, e.g.\n  \
+        NtOpenFile(0x5ff6a8, 0x100001, 0x5ff6b0, 0x5ff6c0, ...) = 0xc0000034 STATUS_OBJECT_NAME_NOT_FOUND\n\
+        Ctrl-C detaches: the traps are removed and the target runs on.\n\
+        winstrace exits with the target's exit code."
+)]
+struct Cli {
+    /// Write the trace to FILE instead of standard error.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Attach to a running process: a process id, or an image name
+    /// (case-insensitive, ".exe" optional) that matches exactly one process.
+    #[arg(short = 'p', long = "attach", value_name = "PID|NAME", conflicts_with = "program")]
+    attach: Option<String>,
+
+    /// Tracing engine.
+    #[arg(long, value_enum, default_value_t = Engine::Debug)]
+    engine: Engine,
+
+    /// At exit, print engine statistics (debug events per traced call) to standard error.
+    #[arg(long)]
+    stats: bool,
+
+    /// Program to start and trace, then its arguments.
+    #[arg(value_name = "PROGRAM", required_unless_present = "attach")]
+    program: Option<String>,
+
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Engine {
+    /// The Windows debug API: traps each call's return; needs nothing installed.
+    Debug,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("winstrace: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The trace's destination: a file is buffered, standard error is written
+/// line by line so that trace and program output interleave in order.
+fn open_output(path: Option<&PathBuf>) -> Result<(Box<dyn Write>, bool), String> {
+    match path {
+        Some(path) => {
+            let file = File::create(path).map_err(|e| format!("cannot create '{}': {e}", path.display()))?;
+            Ok((Box::new(BufWriter::with_capacity(1 << 16, file)), false))
+        }
+        None => Ok((Box::new(BufWriter::new(io::stderr())), true)),
+    }
+}
+
+#[cfg(windows)]
+fn run(cli: &Cli) -> Result<ExitCode, String> {
+    use winstrace_core::text::TextSink;
+    use winstrace_engine_debug as engine;
+
+    let Engine::Debug = cli.engine;
+    let target = match (&cli.attach, &cli.program) {
+        (Some(spec), _) => engine::Target::Attach { pid: target::resolve_pid(spec)? },
+        (None, Some(program)) => engine::Target::Launch { program: program.clone(), args: cli.args.clone() },
+        (None, None) => unreachable!("clap requires PROGRAM unless -p is given"),
+    };
+    let (out, flush_each_line) = open_output(cli.output.as_ref())?;
+    let mut sink = TextSink::new(out, flush_each_line);
+    engine::install_ctrl_c_handler();
+    let outcome = engine::trace(&target, &mut sink).map_err(|e| e.to_string())?;
+    if cli.stats {
+        let s = outcome.stats;
+        eprintln!(
+            "winstrace: {} debug events for {} calls ({:.3} per call), {} functions hooked",
+            s.debug_events,
+            s.calls,
+            s.events_per_call(),
+            s.hooked_functions
+        );
+    }
+    // Windows exit codes are 32-bit; ExitCode only carries 8 bits, so exit
+    // directly with the full value.
+    let code = outcome.exit_code.unwrap_or(0);
+    drop(sink);
+    std::process::exit(code as i32)
+}
+
+#[cfg(not(windows))]
+fn run(cli: &Cli) -> Result<ExitCode, String> {
+    let _ = (open_output, cli);
+    Err("winstrace traces Windows programs and runs only on Windows (or under Wine)".into())
+}

@@ -1,0 +1,10 @@
+//! winstrace's platform-independent core.
+//!
+//! Engines turn what happens in a traced process into [`event::Event`]s;
+//! sinks (text, JSON, summary) consume them. Nothing here touches Windows:
+//! it all builds and tests on Linux.
+
+pub mod event;
+pub mod memory;
+pub mod ntstatus;
+pub mod text;

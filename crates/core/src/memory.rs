@@ -1,0 +1,144 @@
+//! Reading the target's memory: the one door decoders go through.
+//!
+//! The debugger engine implements [`TargetMemory`] over the live, stopped
+//! process (ReadProcessMemory). An in-process engine implements it over the
+//! bytes its agent captured at call time. Tests implement it over byte
+//! images ([`MemoryImage`]). Decoders never learn which one they read.
+
+use std::fmt;
+
+/// Why a read failed. Reads of target memory fail routinely (bad pointers
+/// are part of what a tracer shows), so this is a value, never a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable {
+    pub address: u64,
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x} (unreadable)", self.address)
+    }
+}
+
+impl std::error::Error for Unreadable {}
+
+pub trait TargetMemory {
+    /// Fills `buf` from `address` onward. Either all of `buf` is read or
+    /// nothing is promised about its content and the call fails.
+    fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable>;
+
+    /// Reads up to `buf.len()` bytes, stopping at the first unreadable byte;
+    /// returns how many were read. The default reads in page-bounded pieces.
+    fn read_partial(&self, address: u64, buf: &mut [u8]) -> usize {
+        const PAGE: u64 = 0x1000;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let here = address.wrapping_add(done as u64);
+            let to_page_end = (PAGE - (here % PAGE)) as usize;
+            let n = to_page_end.min(buf.len() - done);
+            if self.read_exact(here, &mut buf[done..done + n]).is_err() {
+                break;
+            }
+            done += n;
+        }
+        done
+    }
+
+    fn read_u16(&self, address: u64) -> Result<u16, Unreadable> {
+        let mut b = [0u8; 2];
+        self.read_exact(address, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    fn read_u32(&self, address: u64) -> Result<u32, Unreadable> {
+        let mut b = [0u8; 4];
+        self.read_exact(address, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn read_u64(&self, address: u64) -> Result<u64, Unreadable> {
+        let mut b = [0u8; 8];
+        self.read_exact(address, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads a UTF-16 string of `chars` code units (no terminator needed).
+    fn read_utf16(&self, address: u64, chars: usize) -> Result<String, Unreadable> {
+        let mut bytes = vec![0u8; chars * 2];
+        self.read_exact(address, &mut bytes)?;
+        let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        Ok(String::from_utf16_lossy(&units))
+    }
+}
+
+/// Target memory made of byte regions at given addresses: for tests, and for
+/// engines that captured memory ahead of decoding.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryImage {
+    regions: Vec<(u64, Vec<u8>)>,
+}
+
+impl MemoryImage {
+    pub fn new() -> MemoryImage {
+        MemoryImage::default()
+    }
+
+    /// Adds bytes at `address`. Regions may not overlap.
+    pub fn with(mut self, address: u64, bytes: impl Into<Vec<u8>>) -> MemoryImage {
+        self.regions.push((address, bytes.into()));
+        self
+    }
+}
+
+impl TargetMemory for MemoryImage {
+    fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable> {
+        let unreadable = Unreadable { address };
+        let end = address.checked_add(buf.len() as u64).ok_or(unreadable)?;
+        for (start, bytes) in &self.regions {
+            let region_end = start + bytes.len() as u64;
+            if address >= *start && end <= region_end {
+                let offset = (address - start) as usize;
+                buf.copy_from_slice(&bytes[offset..offset + buf.len()]);
+                return Ok(());
+            }
+        }
+        Err(unreadable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_reads_inside_a_region_and_refuses_outside() {
+        let mem = MemoryImage::new().with(0x1000, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(mem.read_u32(0x1000), Ok(0x0403_0201));
+        assert_eq!(mem.read_u64(0x1000), Ok(0x0807_0605_0403_0201));
+        assert_eq!(mem.read_u32(0x1006), Err(Unreadable { address: 0x1006 }));
+        assert_eq!(mem.read_u16(0xfff), Err(Unreadable { address: 0xfff }));
+        assert_eq!(mem.read_u64(u64::MAX - 2), Err(Unreadable { address: u64::MAX - 2 }));
+    }
+
+    #[test]
+    fn partial_read_stops_at_the_first_gap() {
+        // Two pages, the second one missing: a read across them gets the first.
+        let mem = MemoryImage::new().with(0x2000, vec![0xaa; 0x1000]);
+        let mut buf = [0u8; 0x20];
+        assert_eq!(mem.read_partial(0x2ff0, &mut buf), 0x10);
+        assert_eq!(&buf[..0x10], &[0xaa; 0x10]);
+        assert_eq!(mem.read_partial(0x5000, &mut buf), 0);
+    }
+
+    #[test]
+    fn utf16_strings_decode_and_bad_surrogates_do_not_panic() {
+        let mut bytes = Vec::new();
+        for u in "C:\\x".encode_utf16().chain([0xd800u16]) {
+            bytes.extend_from_slice(&u.to_le_bytes());
+        }
+        let mem = MemoryImage::new().with(0x10, bytes);
+        assert_eq!(mem.read_utf16(0x10, 4).unwrap(), "C:\\x");
+        assert_eq!(mem.read_utf16(0x10, 5).unwrap(), "C:\\x\u{fffd}");
+        assert!(mem.read_utf16(0x10, 6).is_err());
+    }
+}

@@ -1,0 +1,301 @@
+//! strace-style text output.
+//!
+//! One line per event. Calls look like
+//! `NtOpenFile(0x5ff6a8, 0x100001, 0x5ff6b0, 0x5ff6c0, ...) = 0xc0000034 STATUS_OBJECT_NAME_NOT_FOUND`;
+//! lifecycle events are framed by `---` (things that happened) and `+++`
+//! (the end of a process), as strace frames signals and exits. The format is
+//! documented in README.md ("Reading the output").
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use crate::event::{Arg, Call, CallResult, Event, EventKind, EventSink, Tid, Value};
+use crate::ntstatus;
+
+/// Writes events as text lines.
+pub struct TextSink<W: Write> {
+    out: W,
+    /// Flush after every line: right for a terminal, where trace lines should
+    /// interleave with the target's own output; too slow for a file.
+    flush_each_line: bool,
+    live_threads: HashSet<(u32, Tid)>,
+    /// Set once more than one thread has been seen; from then on each line
+    /// says which process and thread it belongs to, as strace does.
+    show_ids: bool,
+    line: String,
+}
+
+impl<W: Write> TextSink<W> {
+    pub fn new(out: W, flush_each_line: bool) -> TextSink<W> {
+        TextSink {
+            out,
+            flush_each_line,
+            live_threads: HashSet::new(),
+            show_ids: false,
+            line: String::with_capacity(256),
+        }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl<W: Write> EventSink for TextSink<W> {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        match event.kind {
+            EventKind::ThreadStart { .. } | EventKind::ProcessStart(_) => {
+                self.live_threads.insert((event.pid, event.tid));
+                if self.live_threads.len() > 1 {
+                    self.show_ids = true;
+                }
+            }
+            _ => {}
+        }
+        self.line.clear();
+        if self.show_ids {
+            let _ = write!(self.line, "[pid {} tid {}] ", event.pid, event.tid);
+        }
+        format_event_body(&mut self.line, event);
+        self.line.push('\n');
+        self.out.write_all(self.line.as_bytes())?;
+        match event.kind {
+            EventKind::ThreadExit { .. } => {
+                self.live_threads.remove(&(event.pid, event.tid));
+            }
+            EventKind::ProcessExit { .. } | EventKind::Detached => {
+                self.live_threads.retain(|(pid, _)| *pid != event.pid);
+            }
+            _ => {}
+        }
+        if self.flush_each_line || !matches!(event.kind, EventKind::Call(_)) {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Appends the text of `event`, without ids or newline, to `line`.
+pub fn format_event_body(line: &mut String, event: &Event) {
+    match &event.kind {
+        EventKind::Call(call) => format_call(line, call),
+        EventKind::ProcessStart(start) => {
+            let verb = if start.attached { "attached to process" } else { "process started" };
+            let _ = write!(line, "--- {verb} {}: image ", event.pid);
+            push_quoted(line, &start.image);
+            line.push_str(", command line ");
+            push_quoted(line, &start.command_line);
+            line.push_str(" ---");
+        }
+        EventKind::ProcessExit { code } => {
+            let _ = write!(line, "+++ exited with {code} +++");
+        }
+        EventKind::ThreadStart { start_address } => {
+            let _ = write!(line, "--- thread {} started at {start_address:#x} ---", event.tid);
+        }
+        EventKind::ThreadExit { code } => {
+            let _ = write!(line, "--- thread {} exited with {code} ---", event.tid);
+        }
+        EventKind::DllLoad { path, base } => {
+            line.push_str("--- dll loaded ");
+            push_quoted(line, path);
+            let _ = write!(line, " at {base:#x} ---");
+        }
+        EventKind::DllUnload { base } => {
+            let _ = write!(line, "--- dll unloaded at {base:#x} ---");
+        }
+        EventKind::Exception { code, address, first_chance } => {
+            let _ = write!(line, "--- exception {code:#x}");
+            if let Some(name) = ntstatus::name(*code) {
+                let _ = write!(line, " {name}");
+            }
+            let chance = if *first_chance { "first chance" } else { "second chance" };
+            let _ = write!(line, " at {address:#x}, {chance} ---");
+        }
+        EventKind::DebugOutput { text } => {
+            line.push_str("--- debug output ");
+            push_quoted(line, text);
+            line.push_str(" ---");
+        }
+        EventKind::Detached => line.push_str("+++ detached +++"),
+    }
+}
+
+/// `NtX(a, b, ...) = 0xc0000034 STATUS_OBJECT_NAME_NOT_FOUND`
+pub fn format_call(line: &mut String, call: &Call) {
+    line.push_str(&call.function);
+    line.push('(');
+    for (i, arg) in call.args.iter().enumerate() {
+        if i > 0 {
+            line.push_str(", ");
+        }
+        format_arg(line, arg);
+    }
+    if !call.args_complete {
+        line.push_str(if call.args.is_empty() { "..." } else { ", ..." });
+    }
+    line.push_str(") = ");
+    match call.result {
+        CallResult::NoReturn => line.push('?'),
+        CallResult::Returned(value) => {
+            let _ = write!(line, "{value:#x}");
+            if let Some(name) = u32::try_from(value).ok().and_then(ntstatus::name) {
+                line.push(' ');
+                line.push_str(name);
+            }
+        }
+    }
+}
+
+fn format_arg(line: &mut String, arg: &Arg) {
+    if let Some(name) = &arg.name {
+        line.push_str(name);
+        line.push('=');
+    }
+    match &arg.value {
+        Value::Hex(v) => {
+            let _ = write!(line, "{v:#x}");
+        }
+        Value::Unreadable(address) => {
+            let _ = write!(line, "{address:#x} (unreadable)");
+        }
+    }
+}
+
+/// Appends `text` in double quotes with C-style escapes, so that a line
+/// never breaks and control characters are visible.
+pub fn push_quoted(line: &mut String, text: &str) {
+    line.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(line, "\\x{:02x}", c as u32);
+            }
+            c => line.push(c),
+        }
+    }
+    line.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ProcessStart;
+    use std::time::SystemTime;
+
+    fn ev(tid: u32, kind: EventKind) -> Event {
+        Event { pid: 10, tid, time: SystemTime::UNIX_EPOCH, kind }
+    }
+
+    fn render(events: &[Event]) -> String {
+        let mut sink = TextSink::new(Vec::new(), false);
+        for e in events {
+            sink.event(e).unwrap();
+        }
+        String::from_utf8(sink.into_inner()).unwrap()
+    }
+
+    fn call(function: &str, args: &[u64], complete: bool, result: CallResult) -> EventKind {
+        EventKind::Call(Call {
+            function: function.into(),
+            args: args.iter().copied().map(Arg::raw).collect(),
+            args_complete: complete,
+            result,
+        })
+    }
+
+    #[test]
+    fn call_with_unknown_arg_count_shows_register_args_and_ellipsis() {
+        let out = render(&[ev(
+            1,
+            call(
+                "NtOpenFile",
+                &[0x5ff6a8, 0x100001, 0x5ff6b0, 0x5ff6c0],
+                false,
+                CallResult::Returned(0xc000_0034),
+            ),
+        )]);
+        assert_eq!(
+            out,
+            "NtOpenFile(0x5ff6a8, 0x100001, 0x5ff6b0, 0x5ff6c0, ...) = 0xc0000034 STATUS_OBJECT_NAME_NOT_FOUND\n"
+        );
+    }
+
+    #[test]
+    fn success_unknown_status_and_no_return() {
+        let out = render(&[
+            ev(1, call("NtClose", &[0x24], true, CallResult::Returned(0))),
+            ev(1, call("NtFoo", &[], true, CallResult::Returned(0x1234_5678))),
+            ev(1, call("NtTerminateProcess", &[u64::MAX, 3], true, CallResult::NoReturn)),
+        ]);
+        assert_eq!(
+            out,
+            "NtClose(0x24) = 0x0 STATUS_SUCCESS\nNtFoo() = 0x12345678\n\
+             NtTerminateProcess(0xffffffffffffffff, 0x3) = ?\n"
+        );
+    }
+
+    #[test]
+    fn lifecycle_lines() {
+        let out = render(&[
+            ev(
+                1,
+                EventKind::ProcessStart(ProcessStart {
+                    image: "C:\\t\\a.exe".into(),
+                    command_line: "a.exe \"x y\"".into(),
+                    attached: false,
+                }),
+            ),
+            ev(1, EventKind::DllLoad { path: "C:\\windows\\system32\\ntdll.dll".into(), base: 0x7b000000 }),
+            ev(1, EventKind::Exception { code: 0xc000_0005, address: 0x401000, first_chance: true }),
+            ev(1, EventKind::DebugOutput { text: "hi\n".into() }),
+            ev(1, EventKind::ProcessExit { code: 3 }),
+        ]);
+        assert_eq!(
+            out,
+            "--- process started 10: image \"C:\\\\t\\\\a.exe\", command line \"a.exe \\\"x y\\\"\" ---\n\
+             --- dll loaded \"C:\\\\windows\\\\system32\\\\ntdll.dll\" at 0x7b000000 ---\n\
+             --- exception 0xc0000005 STATUS_ACCESS_VIOLATION at 0x401000, first chance ---\n\
+             --- debug output \"hi\\n\" ---\n\
+             +++ exited with 3 +++\n"
+        );
+    }
+
+    #[test]
+    fn ids_appear_once_a_second_thread_exists() {
+        let out = render(&[
+            ev(1, call("NtA", &[], true, CallResult::Returned(0))),
+            ev(2, EventKind::ThreadStart { start_address: 0x1000 }),
+            ev(2, call("NtB", &[], true, CallResult::Returned(0))),
+        ]);
+        // The first thread's start was never seen here, so only the second
+        // thread counts as live: no ids yet.
+        assert_eq!(
+            out,
+            "NtA() = 0x0 STATUS_SUCCESS\n--- thread 2 started at 0x1000 ---\nNtB() = 0x0 STATUS_SUCCESS\n"
+        );
+        let out = render(&[
+            ev(1, EventKind::ThreadStart { start_address: 0 }),
+            ev(2, EventKind::ThreadStart { start_address: 0x1000 }),
+            ev(2, call("NtB", &[], true, CallResult::Returned(0))),
+        ]);
+        assert!(out.ends_with("[pid 10 tid 2] NtB() = 0x0 STATUS_SUCCESS\n"), "{out}");
+    }
+
+    #[test]
+    fn quoting_escapes_controls_quotes_and_backslashes() {
+        let mut s = String::new();
+        push_quoted(&mut s, "a\"b\\c\x01\u{e9}");
+        assert_eq!(s, "\"a\\\"b\\\\c\\x01\u{e9}\"");
+    }
+}

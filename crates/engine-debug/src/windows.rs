@@ -1,0 +1,777 @@
+//! The Windows half of the debugger engine: the debug-event loop, the live
+//! [`TargetMemory`], hook installation and detaching.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::io;
+use std::os::windows::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use windows_sys::Wdk::System::Threading::{NtQueryInformationProcess, ProcessBasicInformation};
+use windows_sys::Win32::Foundation::{
+    CloseHandle, GetLastError, DBG_CONTINUE, DBG_EXCEPTION_NOT_HANDLED, ERROR_ACCESS_DENIED,
+    ERROR_INVALID_PARAMETER, ERROR_SEM_TIMEOUT, EXCEPTION_BREAKPOINT, HANDLE, INVALID_HANDLE_VALUE, NTSTATUS,
+};
+use windows_sys::Win32::Storage::FileSystem::{GetFinalPathNameByHandleW, VOLUME_NAME_DOS};
+use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
+use windows_sys::Win32::System::Diagnostics::Debug::{
+    ContinueDebugEvent, DebugActiveProcess, DebugActiveProcessStop, DebugBreakProcess,
+    DebugSetProcessKillOnExit, FlushInstructionCache, GetThreadContext, ReadProcessMemory, SetThreadContext,
+    WaitForDebugEvent, WriteProcessMemory, CONTEXT, CONTEXT_CONTROL_AMD64, CONTEXT_INTEGER_AMD64,
+    CREATE_PROCESS_DEBUG_EVENT, CREATE_THREAD_DEBUG_EVENT, DEBUG_EVENT, EXCEPTION_DEBUG_EVENT,
+    EXIT_PROCESS_DEBUG_EVENT, EXIT_THREAD_DEBUG_EVENT, LOAD_DLL_DEBUG_EVENT, OUTPUT_DEBUG_STRING_EVENT,
+    UNLOAD_DLL_DEBUG_EVENT,
+};
+use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+    CreateToolhelp32Snapshot, Process32FirstW, Process32NextW, PROCESSENTRY32W, TH32CS_SNAPPROCESS,
+};
+use windows_sys::Win32::System::Memory::{
+    VirtualAllocEx, VirtualProtectEx, VirtualQueryEx, MEMORY_BASIC_INFORMATION, MEM_COMMIT, MEM_FREE,
+    MEM_RESERVE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_PROTECTION_FLAGS, PAGE_READWRITE,
+};
+use windows_sys::Win32::System::Threading::PROCESS_BASIC_INFORMATION;
+use windows_sys::Win32::System::Threading::{
+    OpenProcess, DEBUG_ONLY_THIS_PROCESS, PROCESS_QUERY_LIMITED_INFORMATION,
+};
+
+use winstrace_core::event::{Arg, Call, CallResult, Event, EventKind, EventSink, ProcessStart};
+use winstrace_core::memory::{TargetMemory, Unreadable};
+use winstrace_hook::trampoline::{self, Frame, StubToTrace, Trampolines, FRAME_SIZE};
+use winstrace_hook::{pe, stub};
+
+use crate::{is_no_return, EngineError, Outcome, ProcessEntry, Stats, Target};
+
+/// Set by the console control handler; the event loop polls it.
+static DETACH_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "system" fn on_console_ctrl(_ctrl_type: u32) -> i32 {
+    // Ctrl-C and Ctrl-Break ask us to detach. Returning TRUE keeps winstrace
+    // alive long enough to remove its traps; the target decides for itself.
+    DETACH_REQUESTED.store(true, Ordering::SeqCst);
+    1
+}
+
+/// Makes Ctrl-C (and Ctrl-Break) detach from the target instead of killing
+/// winstrace with its traps still in place.
+pub fn install_ctrl_c_handler() {
+    // SAFETY: the handler is a plain function that only touches an atomic.
+    unsafe {
+        SetConsoleCtrlHandler(Some(on_console_ctrl), 1);
+    }
+}
+
+/// All processes, for `-p NAME`.
+pub fn list_processes() -> Result<Vec<ProcessEntry>, EngineError> {
+    // SAFETY: a snapshot handle is checked, used and closed here.
+    unsafe {
+        let snap = CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0);
+        if snap == INVALID_HANDLE_VALUE {
+            return Err(os_error("listing processes"));
+        }
+        let mut out = Vec::new();
+        let mut entry: PROCESSENTRY32W = std::mem::zeroed();
+        entry.dwSize = std::mem::size_of::<PROCESSENTRY32W>() as u32;
+        let mut ok = Process32FirstW(snap, &mut entry);
+        while ok != 0 {
+            let len = entry.szExeFile.iter().position(|&c| c == 0).unwrap_or(entry.szExeFile.len());
+            out.push(ProcessEntry {
+                pid: entry.th32ProcessID,
+                image_name: String::from_utf16_lossy(&entry.szExeFile[..len]),
+            });
+            ok = Process32NextW(snap, &mut entry);
+        }
+        CloseHandle(snap);
+        Ok(out)
+    }
+}
+
+fn os_error(what: &str) -> EngineError {
+    // SAFETY: reads the calling thread's last-error value.
+    let code = unsafe { GetLastError() };
+    EngineError::Os { what: what.to_string(), code }
+}
+
+/// The live, stopped target's memory.
+struct LiveMemory {
+    process: HANDLE,
+}
+
+impl TargetMemory for LiveMemory {
+    fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let mut read = 0usize;
+        // SAFETY: `buf` is a valid writable buffer of the given length; the
+        // OS validates the target address and fails rather than faulting.
+        let ok = unsafe {
+            ReadProcessMemory(
+                self.process,
+                address as *const c_void,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut read,
+            )
+        };
+        if ok != 0 && read == buf.len() {
+            Ok(())
+        } else {
+            Err(Unreadable { address })
+        }
+    }
+}
+
+fn write_memory(process: HANDLE, address: u64, bytes: &[u8]) -> Result<(), EngineError> {
+    let mut written = 0usize;
+    // SAFETY: `bytes` is a valid readable buffer; the OS checks the target range.
+    let ok = unsafe {
+        WriteProcessMemory(
+            process,
+            address as *const c_void,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            &mut written,
+        )
+    };
+    if ok == 0 || written != bytes.len() {
+        return Err(os_error(&format!("writing {} bytes at {address:#x} in the target", bytes.len())));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` into code at `address`, lifting the page protection for
+/// the write and restoring it afterwards.
+fn patch_code(process: HANDLE, address: u64, bytes: &[u8]) -> Result<(), EngineError> {
+    let mut old: PAGE_PROTECTION_FLAGS = 0;
+    // SAFETY: changes protection of target pages only; `old` is a valid out-pointer.
+    let ok = unsafe {
+        VirtualProtectEx(process, address as *const c_void, bytes.len(), PAGE_EXECUTE_READWRITE, &mut old)
+    };
+    if ok == 0 {
+        return Err(os_error(&format!("unprotecting code at {address:#x}")));
+    }
+    let result = write_memory(process, address, bytes);
+    let mut ignored: PAGE_PROTECTION_FLAGS = 0;
+    // SAFETY: as above; restores what VirtualProtectEx reported.
+    unsafe {
+        VirtualProtectEx(process, address as *const c_void, bytes.len(), old, &mut ignored);
+        FlushInstructionCache(process, address as *const c_void, bytes.len());
+    }
+    result
+}
+
+/// The traps installed in one process.
+struct Hooks {
+    trampolines: Trampolines,
+    /// Per traced stub (same order as the trampolines' thunks).
+    names: Vec<String>,
+    /// Each patched stub's address and the original bytes the patch replaced.
+    originals: Vec<(u64, Vec<u8>)>,
+}
+
+struct ThreadState {
+    handle: HANDLE,
+}
+
+struct ProcessState {
+    handle: HANDLE,
+    threads: HashMap<u32, ThreadState>,
+    hooks: Option<Hooks>,
+    /// The loader's breakpoint (or the attach breakpoint) is ours to swallow.
+    initial_breakpoint_seen: bool,
+}
+
+/// Traces `target` until it exits or, on Ctrl-C, is detached.
+pub fn trace(target: &Target, sink: &mut dyn EventSink) -> Result<Outcome, EngineError> {
+    let attach = matches!(target, Target::Attach { .. });
+    let mut engine =
+        Engine { sink, processes: HashMap::new(), stats: Stats::default(), first_pid: 0, attach };
+    match target {
+        Target::Launch { program, args } => engine.launch(program, args)?,
+        Target::Attach { pid } => engine.attach(*pid)?,
+    }
+    let outcome = engine.run();
+    let _ = engine.sink.finish();
+    outcome
+}
+
+struct Engine<'s> {
+    sink: &'s mut dyn EventSink,
+    processes: HashMap<u32, ProcessState>,
+    stats: Stats,
+    first_pid: u32,
+    /// True when tracing a process we attached to rather than started.
+    attach: bool,
+}
+
+/// What the event loop does after an event.
+enum Next {
+    Continue(NTSTATUS),
+    /// Continue this event, then stop the loop with this exit code.
+    Exit(u32),
+    /// Remove the traps, then detach.
+    Detach,
+}
+
+impl Engine<'_> {
+    fn launch(&mut self, program: &str, args: &[String]) -> Result<(), EngineError> {
+        // std's Command resolves the program on PATH, quotes arguments as
+        // the MSVC runtime expects and passes our standard handles on, so
+        // the target's output reaches the same place as ours.
+        let child =
+            Command::new(program).args(args).creation_flags(DEBUG_ONLY_THIS_PROCESS).spawn().map_err(
+                |e| match e.kind() {
+                    io::ErrorKind::NotFound => EngineError::ProgramNotFound { program: program.to_string() },
+                    io::ErrorKind::PermissionDenied => {
+                        EngineError::AccessDenied { what: format!("running '{program}'") }
+                    }
+                    _ => EngineError::Os {
+                        what: format!("starting '{program}'"),
+                        code: e.raw_os_error().unwrap_or(0) as u32,
+                    },
+                },
+            )?;
+        self.first_pid = child.id();
+        // Dropping `child` closes our copies of its handles; the debug
+        // events bring their own.
+        drop(child);
+        Ok(())
+    }
+
+    fn attach(&mut self, pid: u32) -> Result<(), EngineError> {
+        // Check the process exists first, so that a wrong PID gets its own message.
+        // SAFETY: OpenProcess returns a handle or null; the handle is closed.
+        unsafe {
+            let h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+            if h.is_null() {
+                let code = GetLastError();
+                return Err(match code {
+                    ERROR_INVALID_PARAMETER => EngineError::NoSuchProcess { pid },
+                    ERROR_ACCESS_DENIED => {
+                        EngineError::AccessDenied { what: format!("opening process {pid}") }
+                    }
+                    _ => EngineError::Os { what: format!("opening process {pid}"), code },
+                });
+            }
+            CloseHandle(h);
+            if DebugActiveProcess(pid) == 0 {
+                let code = GetLastError();
+                return Err(match code {
+                    ERROR_INVALID_PARAMETER => EngineError::NoSuchProcess { pid },
+                    ERROR_ACCESS_DENIED => {
+                        EngineError::AccessDenied { what: format!("attaching to process {pid}") }
+                    }
+                    _ => EngineError::Os { what: format!("attaching to process {pid}"), code },
+                });
+            }
+            // Leaving (or dying) must not take the target with us.
+            DebugSetProcessKillOnExit(0);
+        }
+        self.first_pid = pid;
+        Ok(())
+    }
+}
+
+/// A 16-byte aligned CONTEXT, as GetThreadContext requires on x64.
+#[repr(C, align(16))]
+struct AlignedContext(CONTEXT);
+
+/// How long the loop waits for an event before checking for Ctrl-C.
+const POLL_MS: u32 = 100;
+/// After removing the traps, how long a quiet spell proves no thread is
+/// still on its way to one.
+const DRAIN_MS: u32 = 200;
+
+impl Engine<'_> {
+    fn run(&mut self) -> Result<Outcome, EngineError> {
+        let mut break_requested = false;
+        let mut exit_code = None;
+        loop {
+            if DETACH_REQUESTED.load(Ordering::SeqCst) && !break_requested {
+                // Stop the target at a point where we may rewrite its code:
+                // DebugBreakProcess makes it raise a breakpoint for us.
+                if let Some(p) = self.processes.get(&self.first_pid) {
+                    // SAFETY: a process handle owned by the debug session.
+                    unsafe { DebugBreakProcess(p.handle) };
+                    break_requested = true;
+                }
+            }
+            let Some(event) = wait_for_event(POLL_MS)? else { continue };
+            self.stats.debug_events += 1;
+            let next = self.dispatch(&event, break_requested);
+            let status = match next {
+                Next::Continue(status) => status,
+                Next::Exit(_) | Next::Detach => DBG_CONTINUE,
+            };
+            if let Next::Detach = next {
+                self.remove_all_hooks();
+            }
+            // SAFETY: continues the event we just received.
+            unsafe { ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status) };
+            match next {
+                Next::Exit(code) => {
+                    exit_code = Some(code);
+                    break;
+                }
+                Next::Detach => {
+                    self.drain_and_detach();
+                    break;
+                }
+                Next::Continue(_) => {}
+            }
+        }
+        Ok(Outcome { exit_code, stats: self.stats })
+    }
+
+    fn emit(&mut self, pid: u32, tid: u32, kind: EventKind) {
+        let event = Event { pid, tid, time: SystemTime::now(), kind };
+        // A sink that cannot write (a closed pipe, a full disk) must not take
+        // the target down with it: tracing goes on, the loss is reported once.
+        if let Err(e) = self.sink.event(&event) {
+            static REPORTED: AtomicBool = AtomicBool::new(false);
+            if !REPORTED.swap(true, Ordering::Relaxed) {
+                eprintln!("winstrace: cannot write the trace: {e}");
+            }
+        }
+    }
+
+    fn dispatch(&mut self, ev: &DEBUG_EVENT, break_requested: bool) -> Next {
+        let (pid, tid) = (ev.dwProcessId, ev.dwThreadId);
+        match ev.dwDebugEventCode {
+            CREATE_PROCESS_DEBUG_EVENT => {
+                // SAFETY: the union member matching the event code.
+                let info = unsafe { ev.u.CreateProcessInfo };
+                close_file(info.hFile);
+                let attached = self.attach && pid == self.first_pid;
+                let mut threads = HashMap::new();
+                threads.insert(tid, ThreadState { handle: info.hThread });
+                self.processes.insert(
+                    pid,
+                    ProcessState {
+                        handle: info.hProcess,
+                        threads,
+                        hooks: None,
+                        initial_breakpoint_seen: false,
+                    },
+                );
+                let (image, command_line) = process_identity(info.hProcess);
+                self.emit(pid, tid, EventKind::ProcessStart(ProcessStart { image, command_line, attached }));
+                Next::Continue(DBG_CONTINUE)
+            }
+            CREATE_THREAD_DEBUG_EVENT => {
+                // SAFETY: the union member matching the event code.
+                let info = unsafe { ev.u.CreateThread };
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    p.threads.insert(tid, ThreadState { handle: info.hThread });
+                }
+                let start_address = info.lpStartAddress.map_or(0, |f| f as usize as u64);
+                self.emit(pid, tid, EventKind::ThreadStart { start_address });
+                Next::Continue(DBG_CONTINUE)
+            }
+            EXIT_THREAD_DEBUG_EVENT => {
+                // SAFETY: the union member matching the event code.
+                let code = unsafe { ev.u.ExitThread.dwExitCode };
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    p.threads.remove(&tid);
+                }
+                self.emit(pid, tid, EventKind::ThreadExit { code });
+                Next::Continue(DBG_CONTINUE)
+            }
+            EXIT_PROCESS_DEBUG_EVENT => {
+                // SAFETY: the union member matching the event code.
+                let code = unsafe { ev.u.ExitProcess.dwExitCode };
+                self.emit(pid, tid, EventKind::ProcessExit { code });
+                self.processes.remove(&pid);
+                if pid == self.first_pid {
+                    Next::Exit(code)
+                } else {
+                    Next::Continue(DBG_CONTINUE)
+                }
+            }
+            LOAD_DLL_DEBUG_EVENT => {
+                // SAFETY: the union member matching the event code.
+                let info = unsafe { ev.u.LoadDll };
+                let base = info.lpBaseOfDll as u64;
+                let path = file_path(info.hFile)
+                    .or_else(|| self.processes.get(&pid).and_then(|p| mapped_file_path(p.handle, base)))
+                    .unwrap_or_default();
+                close_file(info.hFile);
+                self.emit(pid, tid, EventKind::DllLoad { path: path.clone(), base });
+                if is_ntdll(&path) {
+                    self.install_hooks(pid, base);
+                }
+                Next::Continue(DBG_CONTINUE)
+            }
+            UNLOAD_DLL_DEBUG_EVENT => {
+                // SAFETY: the union member matching the event code.
+                let base = unsafe { ev.u.UnloadDll.lpBaseOfDll } as u64;
+                self.emit(pid, tid, EventKind::DllUnload { base });
+                Next::Continue(DBG_CONTINUE)
+            }
+            OUTPUT_DEBUG_STRING_EVENT => {
+                // SAFETY: the union member matching the event code.
+                let info = unsafe { ev.u.DebugString };
+                let text = self.processes.get(&pid).map_or_else(String::new, |p| {
+                    let mem = LiveMemory { process: p.handle };
+                    read_debug_string(
+                        &mem,
+                        info.lpDebugStringData as u64,
+                        info.nDebugStringLength,
+                        info.fUnicode != 0,
+                    )
+                });
+                self.emit(pid, tid, EventKind::DebugOutput { text });
+                Next::Continue(DBG_CONTINUE)
+            }
+            EXCEPTION_DEBUG_EVENT => self.on_exception(ev, break_requested),
+            _ => Next::Continue(DBG_CONTINUE),
+        }
+    }
+
+    fn on_exception(&mut self, ev: &DEBUG_EVENT, break_requested: bool) -> Next {
+        let (pid, tid) = (ev.dwProcessId, ev.dwThreadId);
+        // SAFETY: the union member matching the event code.
+        let info = unsafe { ev.u.Exception };
+        let record = info.ExceptionRecord;
+        let address = record.ExceptionAddress as u64;
+        let code = record.ExceptionCode;
+        if code == EXCEPTION_BREAKPOINT {
+            if let Some(next) = self.on_trap(pid, tid, address) {
+                return next;
+            }
+            let Some(p) = self.processes.get_mut(&pid) else {
+                return Next::Continue(DBG_EXCEPTION_NOT_HANDLED);
+            };
+            if !p.initial_breakpoint_seen {
+                // The loader's breakpoint for a new debugger (or the attach
+                // breakpoint): the target did not ask for it.
+                p.initial_breakpoint_seen = true;
+                return Next::Continue(DBG_CONTINUE);
+            }
+            if break_requested {
+                return Next::Detach;
+            }
+        }
+        self.emit(
+            pid,
+            tid,
+            EventKind::Exception { code: code as u32, address, first_chance: info.dwFirstChance != 0 },
+        );
+        // The target's own exceptions go back to it untouched, so its
+        // handlers run exactly as they would untraced.
+        Next::Continue(DBG_EXCEPTION_NOT_HANDLED)
+    }
+
+    /// Handles a breakpoint at one of our traps; `None` if it is not ours.
+    fn on_trap(&mut self, pid: u32, tid: u32, address: u64) -> Option<Next> {
+        let p = self.processes.get(&pid)?;
+        let hooks = p.hooks.as_ref()?;
+        let returned = if address == hooks.trampolines.return_trap {
+            true
+        } else if address == hooks.trampolines.entry_trap {
+            false
+        } else {
+            return None;
+        };
+        let thread = p.threads.get(&tid)?.handle;
+        let mut ctx = AlignedContext(
+            // SAFETY: CONTEXT is plain data; all-zero is a valid value.
+            unsafe { std::mem::zeroed() },
+        );
+        ctx.0.ContextFlags = CONTEXT_CONTROL_AMD64 | CONTEXT_INTEGER_AMD64;
+        // SAFETY: `ctx` is a valid, aligned CONTEXT; the thread is stopped.
+        if unsafe { GetThreadContext(thread, &mut ctx.0) } == 0 {
+            return Some(Next::Continue(DBG_CONTINUE));
+        }
+        let mem = LiveMemory { process: p.handle };
+        let mut bytes = [0u8; FRAME_SIZE];
+        let frame = mem.read_exact(ctx.0.Rsp, &mut bytes).ok().map(|_| Frame::parse(&bytes));
+        // Resume after the int3, wherever the OS left RIP.
+        if ctx.0.Rip == address {
+            ctx.0.Rip = address + 1;
+            // SAFETY: as for GetThreadContext.
+            unsafe { SetThreadContext(thread, &ctx.0) };
+        }
+        let Some(frame) = frame else { return Some(Next::Continue(DBG_CONTINUE)) };
+        let Some(index) = hooks.trampolines.stub_index(frame.stub_copy) else {
+            return Some(Next::Continue(DBG_CONTINUE));
+        };
+        let function = hooks.names[index].clone();
+        let call = Call {
+            function,
+            args: frame.args[..4].iter().copied().map(Arg::raw).collect(),
+            args_complete: false,
+            result: if returned { CallResult::Returned(frame.rax) } else { CallResult::NoReturn },
+        };
+        self.stats.calls += 1;
+        self.emit(pid, tid, EventKind::Call(call));
+        Some(Next::Continue(DBG_CONTINUE))
+    }
+}
+
+impl Engine<'_> {
+    /// Redirects every recognised `Nt*` stub of the ntdll mapped at
+    /// `ntdll_base` to trampolines. A failure leaves the process untraced
+    /// but running: it is reported, never fatal to the target.
+    fn install_hooks(&mut self, pid: u32, ntdll_base: u64) {
+        let Some(p) = self.processes.get(&pid) else { return };
+        match install_hooks(p.handle, ntdll_base) {
+            Ok(hooks) => {
+                self.stats.hooked_functions += hooks.names.len() as u64;
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    p.hooks = Some(hooks);
+                }
+            }
+            Err(e) => eprintln!("winstrace: cannot trace process {pid}: {e}"),
+        }
+    }
+
+    /// Puts every stub back and disarms both traps, in every process.
+    fn remove_all_hooks(&mut self) {
+        for (pid, p) in &mut self.processes {
+            let Some(hooks) = p.hooks.take() else { continue };
+            for (address, original) in &hooks.originals {
+                if let Err(e) = patch_code(p.handle, *address, original) {
+                    eprintln!("winstrace: process {pid}: cannot restore a stub: {e}");
+                }
+            }
+            // A thread inside a call (blocked in a wait, say) will still come
+            // back through the trampoline: a nop lets it pass untraced. The
+            // region itself stays allocated for the same reason.
+            for trap in [hooks.trampolines.return_trap, hooks.trampolines.entry_trap] {
+                if let Err(e) = patch_code(p.handle, trap, &[0x90]) {
+                    eprintln!("winstrace: process {pid}: cannot disarm a trap: {e}");
+                }
+            }
+            // Keep the trap addresses so that events already queued from
+            // before the disarm are still recognised while draining.
+            p.hooks = Some(Hooks { originals: Vec::new(), ..hooks });
+        }
+    }
+
+    /// Handles the events threads raised before the traps were disarmed,
+    /// then detaches from every process.
+    fn drain_and_detach(&mut self) {
+        while let Ok(Some(event)) = wait_for_event(DRAIN_MS) {
+            self.stats.debug_events += 1;
+            let status = match self.dispatch(&event, false) {
+                Next::Continue(status) => status,
+                Next::Exit(_) | Next::Detach => DBG_CONTINUE,
+            };
+            // SAFETY: continues the event we just received.
+            unsafe { ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status) };
+        }
+        let pids: Vec<u32> = self.processes.keys().copied().collect();
+        for pid in pids {
+            // SAFETY: plain call on a pid we debug.
+            if unsafe { DebugActiveProcessStop(pid) } == 0 {
+                eprintln!("winstrace: detaching from process {pid} failed (error {})", unsafe {
+                    GetLastError()
+                });
+            }
+            self.emit(pid, 0, EventKind::Detached);
+        }
+        self.processes.clear();
+    }
+}
+
+fn wait_for_event(timeout_ms: u32) -> Result<Option<DEBUG_EVENT>, EngineError> {
+    // SAFETY: DEBUG_EVENT is plain data; WaitForDebugEvent fills it.
+    unsafe {
+        let mut event: DEBUG_EVENT = std::mem::zeroed();
+        if WaitForDebugEvent(&mut event, timeout_ms) != 0 {
+            return Ok(Some(event));
+        }
+        match GetLastError() {
+            // The documented timeout error, and WAIT_TIMEOUT for good measure.
+            ERROR_SEM_TIMEOUT | 258 => Ok(None),
+            code => Err(EngineError::Os { what: "waiting for debug events".into(), code }),
+        }
+    }
+}
+
+fn close_file(file: HANDLE) {
+    if !file.is_null() && file != INVALID_HANDLE_VALUE {
+        // SAFETY: the debug API hands us this file handle to close.
+        unsafe { CloseHandle(file) };
+    }
+}
+
+fn is_ntdll(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower == "ntdll.dll" || lower.ends_with("\\ntdll.dll") || lower.ends_with("/ntdll.dll")
+}
+
+/// The DOS path of an open file, without the `\\?\` prefix.
+fn file_path(file: HANDLE) -> Option<String> {
+    if file.is_null() || file == INVALID_HANDLE_VALUE {
+        return None;
+    }
+    let mut buf = vec![0u16; 1024];
+    // SAFETY: `buf` is writable for its length.
+    let n = unsafe { GetFinalPathNameByHandleW(file, buf.as_mut_ptr(), buf.len() as u32, VOLUME_NAME_DOS) }
+        as usize;
+    if n == 0 || n >= buf.len() {
+        return None;
+    }
+    let path = String::from_utf16_lossy(&buf[..n]);
+    Some(path.strip_prefix("\\\\?\\").map(str::to_string).unwrap_or(path))
+}
+
+/// The file mapped at `base` in a process (an NT path), when there is no
+/// file handle to ask.
+fn mapped_file_path(process: HANDLE, base: u64) -> Option<String> {
+    use windows_sys::Win32::System::ProcessStatus::K32GetMappedFileNameW;
+    let mut buf = vec![0u16; 1024];
+    // SAFETY: `buf` is writable for its length.
+    let n =
+        unsafe { K32GetMappedFileNameW(process, base as *const c_void, buf.as_mut_ptr(), buf.len() as u32) }
+            as usize;
+    (n > 0 && n < buf.len()).then(|| String::from_utf16_lossy(&buf[..n]))
+}
+
+/// Image path and command line from the target's process parameters.
+fn process_identity(process: HANDLE) -> (String, String) {
+    let mem = LiveMemory { process };
+    let read = || -> Option<(String, String)> {
+        // SAFETY: PROCESS_BASIC_INFORMATION is plain data of the size passed.
+        let peb = unsafe {
+            let mut info: PROCESS_BASIC_INFORMATION = std::mem::zeroed();
+            let mut len = 0u32;
+            let status = NtQueryInformationProcess(
+                process,
+                ProcessBasicInformation,
+                (&mut info as *mut PROCESS_BASIC_INFORMATION).cast(),
+                std::mem::size_of::<PROCESS_BASIC_INFORMATION>() as u32,
+                &mut len,
+            );
+            if status < 0 {
+                return None;
+            }
+            info.PebBaseAddress as u64
+        };
+        // PEB.ProcessParameters at 0x20; in RTL_USER_PROCESS_PARAMETERS the
+        // ImagePathName and CommandLine UNICODE_STRINGs are at 0x60 and 0x70.
+        let params = mem.read_u64(peb + 0x20).ok()?;
+        let unicode_string = |at: u64| -> Option<String> {
+            let len = mem.read_u16(at).ok()? as usize;
+            let buffer = mem.read_u64(at + 8).ok()?;
+            mem.read_utf16(buffer, len / 2).ok()
+        };
+        Some((unicode_string(params + 0x60)?, unicode_string(params + 0x70)?))
+    };
+    read().unwrap_or_default()
+}
+
+fn read_debug_string(mem: &dyn TargetMemory, address: u64, length: u16, unicode: bool) -> String {
+    // nDebugStringLength counts the terminator, in characters.
+    let chars = (length as usize).saturating_sub(1);
+    let text = if unicode {
+        mem.read_utf16(address, chars).unwrap_or_default()
+    } else {
+        let mut buf = vec![0u8; chars];
+        let n = mem.read_partial(address, &mut buf);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    text.trim_end_matches('\0').to_string()
+}
+
+fn install_hooks(process: HANDLE, ntdll_base: u64) -> Result<Hooks, EngineError> {
+    let mem = LiveMemory { process };
+    let exports = pe::exports(&mem, ntdll_base)
+        .map_err(|e| EngineError::Os { what: format!("reading ntdll's exports ({e})"), code: 0 })?;
+    let mut stubs = Vec::new();
+    let mut names = Vec::new();
+    for export in exports {
+        // `Nt*` exports, not `Ntdll*` helpers; the stub shape decides the rest.
+        if !export.name.starts_with("Nt") || export.name.starts_with("Ntdll") {
+            continue;
+        }
+        let mut window = [0u8; stub::STUB_WINDOW];
+        let n = mem.read_partial(export.address, &mut window);
+        let Some(shape) = stub::recognize(&window[..n]) else { continue };
+        stubs.push(StubToTrace {
+            address: export.address,
+            code: shape.code,
+            no_return: is_no_return(&export.name),
+        });
+        names.push(export.name);
+    }
+    if stubs.is_empty() {
+        return Err(EngineError::Os {
+            what: "finding ntdll's system-call stubs (none recognised)".into(),
+            code: 0,
+        });
+    }
+    let asm_error = |e| EngineError::Os { what: format!("assembling trampolines ({e})"), code: 0 };
+    // The layout's size does not depend on where it goes; build once to
+    // learn it, then again at the address we get.
+    let size = trampoline::build(0, &stubs).map_err(asm_error)?.code.len();
+    let region = allocate_near(process, ntdll_base, size)?;
+    let trampolines = trampoline::build(region, &stubs).map_err(asm_error)?;
+    write_memory(process, region, &trampolines.code)?;
+    let mut old: PAGE_PROTECTION_FLAGS = 0;
+    // SAFETY: protects our own region in the target.
+    unsafe { VirtualProtectEx(process, region as *const c_void, size, PAGE_EXECUTE_READ, &mut old) };
+
+    let mut originals = Vec::with_capacity(stubs.len());
+    for (stub, thunk) in stubs.iter().zip(&trampolines.thunks) {
+        let patch = trampoline::jump_patch(stub.address, *thunk);
+        if patch.len() > stub.code.len() {
+            continue; // A far jump would overwrite more than the stub.
+        }
+        originals.push((stub.address, stub.code[..patch.len()].to_vec()));
+        patch_code(process, stub.address, &patch)?;
+    }
+    Ok(Hooks { trampolines, names, originals })
+}
+
+/// Allocates `size` bytes for trampolines, within ±2 GiB of `near` when it
+/// can (stubs then need only a 5-byte jump), anywhere otherwise.
+fn allocate_near(process: HANDLE, near: u64, size: usize) -> Result<u64, EngineError> {
+    const GRANULE: u64 = 0x1_0000;
+    const REACH: u64 = 0x7000_0000;
+    let alloc = |at: u64| -> u64 {
+        // SAFETY: reserves fresh pages in the target; `at` is only a hint.
+        unsafe {
+            VirtualAllocEx(process, at as *const c_void, size, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE)
+                as u64
+        }
+    };
+    // Walk the address space from REACH below `near` upward, trying each free range.
+    let mut at = near.saturating_sub(REACH).max(GRANULE);
+    while at < near.saturating_add(REACH) {
+        // SAFETY: MEMORY_BASIC_INFORMATION is plain data filled by the call.
+        let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let got = unsafe {
+            VirtualQueryEx(
+                process,
+                at as *const c_void,
+                &mut info,
+                std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
+            )
+        };
+        if got == 0 {
+            break;
+        }
+        let start = info.BaseAddress as u64;
+        let end = start + info.RegionSize as u64;
+        if info.State == MEM_FREE {
+            let aligned = (start + GRANULE - 1) / GRANULE * GRANULE;
+            if aligned + size as u64 <= end {
+                let got = alloc(aligned);
+                if got != 0 {
+                    return Ok(got);
+                }
+            }
+        }
+        at = end.max(at + GRANULE);
+    }
+    match alloc(0) {
+        0 => Err(os_error("allocating trampolines in the target")),
+        address => Ok(address),
+    }
+}
