@@ -50,10 +50,7 @@ fn main() -> ExitCode {
 /// The workspace root: xtask lives one level below it.
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .expect("xtask is inside the workspace")
-        .to_path_buf()
+    manifest_dir.parent().expect("xtask is inside the workspace").to_path_buf()
 }
 
 /// Writes `contents` to `path` (relative to the workspace root), creating the

@@ -32,12 +32,7 @@ pub fn run() -> Result<(), String> {
                 // NTSTATUS is a signed 32-bit typedef; we print its bits.
                 Value::I32(v) => v as u32,
                 Value::U32(v) => v,
-                other => {
-                    return Err(format!(
-                        "{}: unexpected constant {other:?}",
-                        field.name()
-                    ))
-                }
+                other => return Err(format!("{}: unexpected constant {other:?}", field.name())),
             };
             entries.insert((code, field.name().to_string()));
             namespaces.insert(def.namespace().to_string());
@@ -52,10 +47,7 @@ pub fn run() -> Result<(), String> {
     out.push_str("# NTSTATUS codes: every constant of type NTSTATUS in Microsoft's Win32 metadata\n");
     out.push_str("# (Windows.Win32.winmd from the windows-bindgen 0.65.0 crate), i.e. ntstatus.h\n");
     out.push_str("# plus the aliases other headers define with that type (EXCEPTION_*, IO_*, HIDP_*...).\n");
-    out.push_str(&format!(
-        "# Namespaces: {}\n",
-        namespaces.into_iter().collect::<Vec<_>>().join(", ")
-    ));
+    out.push_str(&format!("# Namespaces: {}\n", namespaces.into_iter().collect::<Vec<_>>().join(", ")));
     out.push_str(&format!(
         "# {} names, {} distinct codes. Format: code<TAB>name, sorted by code then name.\n",
         entries.len(),
@@ -66,10 +58,6 @@ pub fn run() -> Result<(), String> {
         out.push_str(&format!("0x{code:08X}\t{name}\n"));
     }
     crate::write_output(OUTPUT, &out)?;
-    eprintln!(
-        "xtask: {} NTSTATUS names, {} distinct codes",
-        entries.len(),
-        codes.len()
-    );
+    eprintln!("xtask: {} NTSTATUS names, {} distinct codes", entries.len(), codes.len());
     Ok(())
 }

@@ -27,10 +27,7 @@ struct Section {
 }
 
 fn rva_to_offset(sections: &[Section], rva: u32) -> Option<usize> {
-    sections
-        .iter()
-        .find(|s| rva >= s.rva && rva < s.rva + s.size)
-        .map(|s| (rva - s.rva + s.raw) as usize)
+    sections.iter().find(|s| rva >= s.rva && rva < s.rva + s.size).map(|s| (rva - s.rva + s.raw) as usize)
 }
 
 fn c_string(b: &[u8], off: usize) -> Result<String, String> {

@@ -126,9 +126,7 @@ pub fn from_metadata() -> Result<BTreeMap<String, Function>, String> {
                     continue;
                 }
                 let sig = method.signature(&[]);
-                let rows = method
-                    .params_by_sequence(sig.types.len())
-                    .map_err(|e| format!("{name}: {e}"))?;
+                let rows = method.params_by_sequence(sig.types.len()).map_err(|e| format!("{name}: {e}"))?;
                 let basis = if from_zw { "winmd-zw" } else { "winmd" };
                 let mut params = Vec::new();
                 for (i, (ty, row)) in sig.types.iter().zip(rows.params()).enumerate() {

@@ -36,25 +36,17 @@ pub fn package_dir(name: &str, version: &str) -> Result<PathBuf, String> {
         .output()
         .map_err(|e| format!("running cargo metadata: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("parsing cargo metadata output: {e}"))?;
-    let packages = json["packages"]
-        .as_array()
-        .ok_or("cargo metadata: no packages array")?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("parsing cargo metadata output: {e}"))?;
+    let packages = json["packages"].as_array().ok_or("cargo metadata: no packages array")?;
     let manifest = packages
         .iter()
         .find(|p| p["name"] == name && p["version"] == version)
         .and_then(|p| p["manifest_path"].as_str())
         .ok_or_else(|| format!("{name} {version} not in cargo metadata"))?;
-    Ok(Path::new(manifest)
-        .parent()
-        .ok_or("manifest_path has no parent")?
-        .to_path_buf())
+    Ok(Path::new(manifest).parent().ok_or("manifest_path has no parent")?.to_path_buf())
 }
 
 /// Opens one .winmd file from [`dir`].
