@@ -36,21 +36,18 @@ mod win {
         CreateFileW, GetFileAttributesW, CREATE_ALWAYS, FILE_ATTRIBUTE_NORMAL, OPEN_EXISTING,
     };
     use windows_sys::Win32::System::Diagnostics::Debug::{
-        AddVectoredExceptionHandler, OutputDebugStringW, RaiseException,
-        RemoveVectoredExceptionHandler, EXCEPTION_CONTINUE_EXECUTION, EXCEPTION_CONTINUE_SEARCH,
-        EXCEPTION_POINTERS,
+        AddVectoredExceptionHandler, OutputDebugStringW, RaiseException, RemoveVectoredExceptionHandler,
+        EXCEPTION_CONTINUE_EXECUTION, EXCEPTION_CONTINUE_SEARCH, EXCEPTION_POINTERS,
     };
     use windows_sys::Win32::System::LibraryLoader::GetModuleFileNameW;
-    use windows_sys::Win32::System::Performance::{
-        QueryPerformanceCounter, QueryPerformanceFrequency,
-    };
+    use windows_sys::Win32::System::Performance::{QueryPerformanceCounter, QueryPerformanceFrequency};
     use windows_sys::Win32::System::Registry::{
-        RegCloseKey, RegCreateKeyExW, RegDeleteKeyW, RegSetValueExW, HKEY, HKEY_CURRENT_USER,
-        KEY_SET_VALUE, REG_OPTION_NON_VOLATILE, REG_SZ,
+        RegCloseKey, RegCreateKeyExW, RegDeleteKeyW, RegSetValueExW, HKEY, HKEY_CURRENT_USER, KEY_SET_VALUE,
+        REG_OPTION_NON_VOLATILE, REG_SZ,
     };
     use windows_sys::Win32::System::Threading::{
-        CreateProcessW, CreateThread, ExitProcess, GetExitCodeProcess, Sleep, WaitForSingleObject,
-        INFINITE, PROCESS_INFORMATION, STARTUPINFOW,
+        CreateProcessW, CreateThread, ExitProcess, GetExitCodeProcess, Sleep, WaitForSingleObject, INFINITE,
+        PROCESS_INFORMATION, STARTUPINFOW,
     };
 
     // windows-sys only declares WriteFile with its Win32_System_IO feature (for
@@ -100,9 +97,7 @@ usage: wst-testprog SUBCOMMAND [ARGS]
     pub fn main() -> ! {
         // Arguments come from GetCommandLineW, which makes no ntdll call. Lossy
         // conversion is fine: the tests pass ASCII.
-        let args: Vec<String> = std::env::args_os()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let code = run(args.get(1..).unwrap_or_default()).unwrap_or_else(|| {
             eprintln!("{USAGE}");
@@ -274,16 +269,8 @@ usage: wst-testprog SUBCOMMAND [ARGS]
         let data = wide(value);
         let data_len = (data.len() * 2) as u32;
         // SAFETY: `key` is open with KEY_SET_VALUE; `data` is `data_len` bytes.
-        let status = unsafe {
-            RegSetValueExW(
-                key,
-                wname.as_ptr(),
-                0,
-                REG_SZ,
-                data.as_ptr().cast(),
-                data_len,
-            )
-        };
+        let status =
+            unsafe { RegSetValueExW(key, wname.as_ptr(), 0, REG_SZ, data.as_ptr().cast(), data_len) };
         // SAFETY: `key` is ours and not used afterwards.
         unsafe { RegCloseKey(key) };
         if status != 0 {
@@ -406,11 +393,8 @@ usage: wst-testprog SUBCOMMAND [ARGS]
         let start = perf_counter();
         probe_loop(n);
         let ticks = perf_counter() - start;
-        let ns_per_call = if n == 0 || frequency <= 0 {
-            0.0
-        } else {
-            ticks as f64 * 1e9 / frequency as f64 / n as f64
-        };
+        let ns_per_call =
+            if n == 0 || frequency <= 0 { 0.0 } else { ticks as f64 * 1e9 / frequency as f64 / n as f64 };
         println!("bench {n} calls ns_per_call {ns_per_call:.1}");
         0
     }
