@@ -8,6 +8,8 @@
 
 use std::time::SystemTime;
 
+pub use crate::value::{Field, Value};
+
 /// Process id, as Windows numbers processes.
 pub type Pid = u32;
 /// Thread id, as Windows numbers threads.
@@ -93,11 +95,17 @@ pub enum CallResult {
     NoReturn,
 }
 
-/// One argument of a call: its raw register or stack value plus, once
-/// signatures know it, its name and decoded value.
+/// One argument of a call: its raw register or stack value plus, once a
+/// signature knows it, its name, type and decoded value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arg {
-    pub name: Option<String>,
+    /// Parameter name from the signature, e.g. `FileHandle`.
+    pub name: Option<&'static str>,
+    /// C type from the signature, e.g. `PHANDLE`.
+    pub ty: Option<&'static str>,
+    /// True for out and in-out parameters: their value was read after the
+    /// call returned. In interrupted calls they print after `resumed>`.
+    pub out: bool,
     pub raw: u64,
     pub value: Value,
 }
@@ -105,17 +113,8 @@ pub struct Arg {
 impl Arg {
     /// An argument of which only the raw value is known.
     pub fn raw(raw: u64) -> Arg {
-        Arg { name: None, raw, value: Value::Hex(raw) }
+        Arg { name: None, ty: None, out: false, raw, value: Value::Hex(raw) }
     }
-}
-
-/// A decoded argument value. Decoders add variants as they learn types.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// Printed as hexadecimal: the raw value when nothing better is known.
-    Hex(u64),
-    /// A pointer that could not be read, printed as `0x... (unreadable)`.
-    Unreadable(u64),
 }
 
 /// Where events go: text, JSON, summaries. Engines call [`EventSink::event`]

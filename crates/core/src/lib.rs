@@ -8,3 +8,4 @@ pub mod event;
 pub mod memory;
 pub mod ntstatus;
 pub mod text;
+pub mod value;

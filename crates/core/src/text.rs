@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use crate::event::{Arg, Call, CallResult, Event, EventKind, EventSink, Tid, Value};
+use crate::event::{Arg, Call, CallResult, Event, EventKind, EventSink, Tid};
 use crate::ntstatus;
 
 /// Writes events as text lines.
@@ -153,18 +153,11 @@ pub fn format_call(line: &mut String, call: &Call) {
 }
 
 fn format_arg(line: &mut String, arg: &Arg) {
-    if let Some(name) = &arg.name {
+    if let Some(name) = arg.name {
         line.push_str(name);
         line.push('=');
     }
-    match &arg.value {
-        Value::Hex(v) => {
-            let _ = write!(line, "{v:#x}");
-        }
-        Value::Unreadable(address) => {
-            let _ = write!(line, "{address:#x} (unreadable)");
-        }
-    }
+    arg.value.write_text(line);
 }
 
 /// Appends `text` in double quotes with C-style escapes, so that a line

@@ -1,0 +1,4 @@
+//! Argument decoders: one per type, reading the target only through
+//! [`winstrace_core::memory::TargetMemory`].
+
+pub mod xlat;
