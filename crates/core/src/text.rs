@@ -55,7 +55,11 @@ impl<W: Write> EventSink for TextSink<W> {
         }
         self.line.clear();
         if self.show_ids {
-            let _ = write!(self.line, "[pid {} tid {}] ", event.pid, event.tid);
+            // Process-wide events (a detach) belong to no thread: tid 0.
+            let _ = match event.tid {
+                0 => write!(self.line, "[pid {}] ", event.pid),
+                tid => write!(self.line, "[pid {} tid {tid}] ", event.pid),
+            };
         }
         format_event_body(&mut self.line, event);
         self.line.push('\n');
@@ -283,6 +287,12 @@ mod tests {
             ev(2, call("NtB", &[], true, CallResult::Returned(0))),
         ]);
         assert!(out.ends_with("[pid 10 tid 2] NtB() = 0x0 STATUS_SUCCESS\n"), "{out}");
+        let out = render(&[
+            ev(1, EventKind::ThreadStart { start_address: 0 }),
+            ev(2, EventKind::ThreadStart { start_address: 0 }),
+            ev(0, EventKind::Detached),
+        ]);
+        assert!(out.ends_with("\n[pid 10] +++ detached +++\n"), "{out}");
     }
 
     #[test]

@@ -58,6 +58,9 @@ unsafe extern "system" fn on_console_ctrl(_ctrl_type: u32) -> i32 {
 pub fn install_ctrl_c_handler() {
     // SAFETY: the handler is a plain function that only touches an atomic.
     unsafe {
+        // A process can inherit "ignore Ctrl-C" (a background job, a new
+        // process group); undo that first, or the handler never runs.
+        SetConsoleCtrlHandler(None, 0);
         SetConsoleCtrlHandler(Some(on_console_ctrl), 1);
     }
 }
