@@ -11,6 +11,7 @@ mod sigfile;
 mod signatures;
 mod supplement;
 mod winmd;
+mod xlat;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ commands:
   gen-ntstatus     write crates/core/data/ntstatus.tsv from Windows.Win32.winmd
   gen-signatures   write crates/signatures/data/generated.tsv from Windows.Wdk/Win32.winmd
   gen-supplement   write crates/signatures/data/supplement.tsv from the ntapi crate's sources
+  gen-xlat         write crates/decode/data/xlat/*.tsv (enum and flag names) from the metadata
   coverage         list Windows 11 / Wine Nt* syscalls that lack a signature
 ";
 
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Some("gen-ntstatus") => ntstatus::run(),
         Some("gen-signatures") => signatures::run(),
         Some("gen-supplement") => supplement::run(),
+        Some("gen-xlat") => xlat::run(&args[1..]),
         Some("coverage") => coverage::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

@@ -1,0 +1,165 @@
+//! Compiles the xlat tables in data/xlat/*.tsv (written by
+//! `cargo run -p xtask -- gen-xlat`) into `$OUT_DIR/xlat_tables.rs`: static
+//! slices sorted for binary search, so a lookup touches no allocator and
+//! nothing is built at run time. No dependencies on purpose.
+//!
+//! File format (one table per file, the file stem is the table's name):
+//! `#` lines are comments, except `# kind: enum|flags` and `# alias: NAME`;
+//! other lines are `0xVALUE<TAB>NAME[<TAB>alias|composite]`, sorted by value,
+//! the line without `alias` first for each value.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+const DATA_DIR: &str = "data/xlat";
+
+struct Entry {
+    value: u64,
+    name: String,
+    mark: Mark,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mark {
+    /// Names its value and takes part in bit decomposition.
+    Plain,
+    /// Names its exact value but is left out of bit decomposition.
+    Composite,
+    /// A second name for a value; kept in the file only for reference.
+    Alias,
+}
+
+struct Table {
+    flags: bool,
+    aliases: Vec<String>,
+    entries: Vec<Entry>,
+}
+
+fn parse(path: &Path) -> Table {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut kind = None;
+    let mut aliases = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = || format!("{}:{}", path.display(), n + 1);
+        if let Some(comment) = line.strip_prefix('#') {
+            if let Some(k) = comment.strip_prefix(" kind: ") {
+                kind = Some(match k.trim() {
+                    "enum" => false,
+                    "flags" => true,
+                    other => panic!("{}: unknown kind {other:?}", at()),
+                });
+            } else if let Some(a) = comment.strip_prefix(" alias: ") {
+                aliases.push(a.trim().to_string());
+            }
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert!(cols.len() == 2 || cols.len() == 3, "{}: expected value<TAB>name[<TAB>mark]", at());
+        let hex = cols[0].strip_prefix("0x").unwrap_or_else(|| panic!("{}: value must be 0x-hex", at()));
+        let value = u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("{}: bad value: {e}", at()));
+        let name = cols[1];
+        assert!(
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{}: bad name {name:?}",
+            at()
+        );
+        let mark = match cols.get(2).copied() {
+            None => Mark::Plain,
+            Some("composite") => Mark::Composite,
+            Some("alias") => Mark::Alias,
+            Some(other) => panic!("{}: unknown mark {other:?}", at()),
+        };
+        if let Some(prev) = entries.last() {
+            assert!(prev.value <= value, "{}: values out of order", at());
+            let first_of_value = prev.value != value;
+            assert_eq!(
+                mark == Mark::Alias,
+                !first_of_value,
+                "{}: exactly the later names of a value are aliases",
+                at()
+            );
+        } else {
+            assert!(mark != Mark::Alias, "{}: the first name of a value cannot be an alias", at());
+        }
+        entries.push(Entry { value, name: name.to_string(), mark });
+    }
+    let flags = kind.unwrap_or_else(|| panic!("{}: no `# kind:` line", path.display()));
+    assert!(!entries.is_empty(), "{}: no entries", path.display());
+    Table { flags, aliases, entries }
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    // A directory makes cargo rerun when any file in it changes or appears.
+    println!("cargo:rerun-if-changed={DATA_DIR}");
+
+    let mut tables: BTreeMap<String, Table> = BTreeMap::new();
+    let dir = std::fs::read_dir(DATA_DIR).unwrap_or_else(|e| panic!("{DATA_DIR}: {e}"));
+    for item in dir {
+        let path = item.unwrap_or_else(|e| panic!("{DATA_DIR}: {e}")).path();
+        if path.extension().and_then(|e| e.to_str()) != Some("tsv") {
+            continue;
+        }
+        let name = path.file_stem().and_then(|s| s.to_str()).expect("UTF-8 file name").to_string();
+        println!("cargo:rerun-if-changed={}", path.display());
+        tables.insert(name, parse(&path));
+    }
+
+    let mut aliases: BTreeMap<String, String> = BTreeMap::new();
+    for (name, table) in &tables {
+        for alias in &table.aliases {
+            assert!(!tables.contains_key(alias), "alias {alias} of {name} is also a table name");
+            let previous = aliases.insert(alias.clone(), name.clone());
+            assert!(previous.is_none(), "alias {alias} is claimed by two tables");
+        }
+    }
+
+    let mut out = String::new();
+    out.push_str("// Generated by build.rs from data/xlat/*.tsv; do not edit.\n");
+    // `tables` is a BTreeMap, so TABLES comes out sorted by name.
+    out.push_str("static TABLES: &[Table] = &[\n");
+    for (name, table) in &tables {
+        // One name per value, ascending: enum_name's binary search.
+        let names: Vec<&Entry> = table.entries.iter().filter(|e| e.mark != Mark::Alias).collect();
+        let zero = names.iter().find(|e| e.value == 0).map(|e| e.name.as_str());
+        // Decomposition order for flag_names: most bits first, then value.
+        let mut decompose: Vec<&Entry> = if table.flags {
+            names.iter().copied().filter(|e| e.mark == Mark::Plain && e.value != 0).collect()
+        } else {
+            Vec::new()
+        };
+        decompose.sort_by_key(|e| (std::cmp::Reverse(e.value.count_ones()), e.value));
+
+        writeln!(out, "    Table {{\n        name: {name:?},\n        flags: {},", table.flags).unwrap();
+        writeln!(out, "        zero: {zero:?},").unwrap();
+        out.push_str("        names: &[\n");
+        for e in &names {
+            writeln!(out, "            (0x{:X}, {:?}),", e.value, e.name).unwrap();
+        }
+        out.push_str("        ],\n        decompose: &[\n");
+        for e in &decompose {
+            writeln!(out, "            (0x{:X}, {:?}),", e.value, e.name).unwrap();
+        }
+        out.push_str("        ],\n    },\n");
+    }
+    out.push_str("];\n\n");
+    out.push_str("static TABLE_NAMES: &[&str] = &[\n");
+    for name in tables.keys() {
+        writeln!(out, "    {name:?},").unwrap();
+    }
+    out.push_str("];\n\n");
+    out.push_str("static ALIASES: &[(&str, &str)] = &[\n");
+    for (alias, name) in &aliases {
+        writeln!(out, "    ({alias:?}, {name:?}),").unwrap();
+    }
+    out.push_str("];\n");
+
+    let dest =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo")).join("xlat_tables.rs");
+    std::fs::write(&dest, out).unwrap_or_else(|e| panic!("{}: {e}", dest.display()));
+}
