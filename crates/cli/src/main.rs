@@ -40,6 +40,24 @@ struct Cli {
     #[arg(long)]
     stats: bool,
 
+    /// Follow child processes (and theirs) from their first call. Twice
+    /// (-ff) with -o FILE: one trace file per process, FILE.PID.
+    #[arg(short = 'f', action = clap::ArgAction::Count)]
+    follow: u8,
+
+    /// Prefix lines with the time of day; -tt adds microseconds, -ttt prints
+    /// seconds since the epoch.
+    #[arg(short = 't', action = clap::ArgAction::Count)]
+    timestamps: u8,
+
+    /// Prefix lines with the time since the previous line.
+    #[arg(short = 'r', conflicts_with = "timestamps")]
+    relative: bool,
+
+    /// Show the time spent in each call, as <seconds>.
+    #[arg(short = 'T')]
+    durations: bool,
+
     /// Program to start and trace, then its arguments.
     #[arg(value_name = "PROGRAM", required_unless_present = "attach")]
     program: Option<String>,
@@ -77,6 +95,18 @@ fn open_output(path: Option<&PathBuf>) -> Result<(Box<dyn Write>, bool), String>
     }
 }
 
+fn text_options(cli: &Cli, flush_each_line: bool) -> winstrace_core::text::TextOptions {
+    use winstrace_core::text::{TextOptions, TimeFormat};
+    let time = match (cli.relative, cli.timestamps) {
+        (true, _) => TimeFormat::Relative,
+        (false, 0) => TimeFormat::None,
+        (false, 1) => TimeFormat::Seconds,
+        (false, 2) => TimeFormat::Micros,
+        (false, _) => TimeFormat::Epoch,
+    };
+    TextOptions { time, durations: cli.durations, flush_each_line }
+}
+
 #[cfg(windows)]
 fn run(cli: &Cli) -> Result<ExitCode, String> {
     use winstrace_core::text::TextSink;
@@ -89,9 +119,10 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         (None, None) => unreachable!("clap requires PROGRAM unless -p is given"),
     };
     let (out, flush_each_line) = open_output(cli.output.as_ref())?;
-    let mut sink = TextSink::new(out, flush_each_line);
+    let mut sink = TextSink::new(out, text_options(cli, flush_each_line));
     engine::install_ctrl_c_handler();
-    let outcome = engine::trace(&target, &mut sink).map_err(|e| e.to_string())?;
+    let options = engine::Options { follow_children: cli.follow > 0 };
+    let outcome = engine::trace(&target, &options, &mut sink).map_err(|e| e.to_string())?;
     if cli.stats {
         let s = outcome.stats;
         eprintln!(
@@ -111,6 +142,6 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
 
 #[cfg(not(windows))]
 fn run(cli: &Cli) -> Result<ExitCode, String> {
-    let _ = (open_output, cli);
+    let _ = (open_output, text_options, cli);
     Err("winstrace traces Windows programs and runs only on Windows (or under Wine)".into())
 }

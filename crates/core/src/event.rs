@@ -6,7 +6,8 @@
 //! memory has already happened, through [`crate::memory::TargetMemory`], so a
 //! sink never needs the target.
 
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 pub use crate::value::{Field, Value};
 
@@ -59,6 +60,11 @@ pub enum EventKind {
     DebugOutput {
         text: String,
     },
+    /// A call that another event interrupted before it returned: printed
+    /// strace-style as `NtX(in-args <unfinished ...>`. Its [`EventKind::Call`]
+    /// follows later with `resumed` set. Engines emit it only when some other
+    /// event actually comes between a call's entry and its return.
+    CallStart(Call),
     /// A native API call and its result.
     Call(Call),
     /// The tracer stopped tracing a process that goes on running (detach).
@@ -77,13 +83,22 @@ pub struct ProcessStart {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
     /// The ntdll export, e.g. `NtCreateFile`.
-    pub function: String,
+    pub function: Arc<str>,
+    /// Tells one in-flight call of a process from another, so that a
+    /// [`EventKind::CallStart`] and its [`EventKind::Call`] pair up.
+    pub id: u64,
     pub args: Vec<Arg>,
     /// False when the engine does not know how many arguments the function
     /// takes and `args` holds only the register-passed ones; text output
     /// marks that with a trailing `...`.
     pub args_complete: bool,
     pub result: CallResult,
+    /// True when a [`EventKind::CallStart`] for this call was emitted.
+    pub resumed: bool,
+    /// When the call was entered, if the engine knows.
+    pub entry_time: Option<SystemTime>,
+    /// Time spent in the call (entry to return), if the engine measured it.
+    pub duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

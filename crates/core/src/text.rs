@@ -9,36 +9,89 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::time::{Duration, SystemTime};
 
 use crate::event::{Arg, Call, CallResult, Event, EventKind, EventSink, Tid};
 use crate::ntstatus;
 
+/// Which timestamp starts each line (strace's `-t`, `-tt`, `-ttt`, `-r`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeFormat {
+    #[default]
+    None,
+    /// `-t`: local wall-clock time, `15:04:05`.
+    Seconds,
+    /// `-tt`: with microseconds, `15:04:05.123456`.
+    Micros,
+    /// `-ttt`: seconds since the Unix epoch, `1764169445.123456`.
+    Epoch,
+    /// `-r`: seconds since the previous line, `     0.000123`.
+    Relative,
+}
+
+/// How lines are decorated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TextOptions {
+    pub time: TimeFormat,
+    /// `-T`: append the time spent in each call, ` <0.000123>`.
+    pub durations: bool,
+    /// Flush after every line: right for a terminal, where trace lines
+    /// should interleave with the target's own output; too slow for a file.
+    pub flush_each_line: bool,
+}
+
 /// Writes events as text lines.
 pub struct TextSink<W: Write> {
     out: W,
-    /// Flush after every line: right for a terminal, where trace lines should
-    /// interleave with the target's own output; too slow for a file.
-    flush_each_line: bool,
+    options: TextOptions,
     live_threads: HashSet<(u32, Tid)>,
     /// Set once more than one thread has been seen; from then on each line
     /// says which process and thread it belongs to, as strace does.
     show_ids: bool,
+    previous_time: Option<SystemTime>,
     line: String,
 }
 
 impl<W: Write> TextSink<W> {
-    pub fn new(out: W, flush_each_line: bool) -> TextSink<W> {
+    pub fn new(out: W, options: TextOptions) -> TextSink<W> {
         TextSink {
             out,
-            flush_each_line,
+            options,
             live_threads: HashSet::new(),
             show_ids: false,
+            previous_time: None,
             line: String::with_capacity(256),
         }
     }
 
     pub fn into_inner(self) -> W {
         self.out
+    }
+
+    fn write_time(&mut self, time: SystemTime) {
+        let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        match self.options.time {
+            TimeFormat::None => {}
+            TimeFormat::Seconds | TimeFormat::Micros => {
+                let local = chrono::DateTime::<chrono::Local>::from(time);
+                let _ = if self.options.time == TimeFormat::Seconds {
+                    write!(self.line, "{} ", local.format("%H:%M:%S"))
+                } else {
+                    write!(self.line, "{} ", local.format("%H:%M:%S%.6f"))
+                };
+            }
+            TimeFormat::Epoch => {
+                let _ = write!(self.line, "{}.{:06} ", since_epoch.as_secs(), since_epoch.subsec_micros());
+            }
+            TimeFormat::Relative => {
+                let delta = self
+                    .previous_time
+                    .and_then(|previous| time.duration_since(previous).ok())
+                    .unwrap_or_default();
+                let _ = write!(self.line, "{:6}.{:06} ", delta.as_secs(), delta.subsec_micros());
+            }
+        }
+        self.previous_time = Some(time);
     }
 }
 
@@ -61,7 +114,12 @@ impl<W: Write> EventSink for TextSink<W> {
                 tid => write!(self.line, "[pid {} tid {tid}] ", event.pid),
             };
         }
+        self.write_time(event.time);
         format_event_body(&mut self.line, event);
+        if let (true, EventKind::Call(Call { duration: Some(d), .. })) = (self.options.durations, &event.kind)
+        {
+            write_duration(&mut self.line, *d);
+        }
         self.line.push('\n');
         self.out.write_all(self.line.as_bytes())?;
         match event.kind {
@@ -73,7 +131,7 @@ impl<W: Write> EventSink for TextSink<W> {
             }
             _ => {}
         }
-        if self.flush_each_line || !matches!(event.kind, EventKind::Call(_)) {
+        if self.options.flush_each_line || !matches!(event.kind, EventKind::Call(_)) {
             self.out.flush()?;
         }
         Ok(())
@@ -84,10 +142,16 @@ impl<W: Write> EventSink for TextSink<W> {
     }
 }
 
+/// ` <0.000123>`: seconds with microseconds, as strace's `-T`.
+fn write_duration(line: &mut String, d: Duration) {
+    let _ = write!(line, " <{}.{:06}>", d.as_secs(), d.subsec_micros());
+}
+
 /// Appends the text of `event`, without ids or newline, to `line`.
 pub fn format_event_body(line: &mut String, event: &Event) {
     match &event.kind {
         EventKind::Call(call) => format_call(line, call),
+        EventKind::CallStart(call) => format_call_start(line, call),
         EventKind::ProcessStart(start) => {
             let verb = if start.attached { "attached to process" } else { "process started" };
             let _ = write!(line, "--- {verb} {}: image ", event.pid);
@@ -130,18 +194,49 @@ pub fn format_event_body(line: &mut String, event: &Event) {
     }
 }
 
-/// `NtX(a, b, ...) = 0xc0000034 STATUS_OBJECT_NAME_NOT_FOUND`
-pub fn format_call(line: &mut String, call: &Call) {
-    line.push_str(&call.function);
-    line.push('(');
-    for (i, arg) in call.args.iter().enumerate() {
+/// Where a call's arguments split when it is interrupted: the in-arguments
+/// print before `<unfinished ...>`, the rest after `resumed>`.
+fn split_point(call: &Call) -> usize {
+    call.args.iter().position(|a| a.out).unwrap_or(call.args.len())
+}
+
+fn push_args(line: &mut String, args: &[Arg]) {
+    for (i, arg) in args.iter().enumerate() {
         if i > 0 {
             line.push_str(", ");
         }
         format_arg(line, arg);
     }
+}
+
+/// `NtX(a, b <unfinished ...>`: the part of a call known at its entry.
+pub fn format_call_start(line: &mut String, call: &Call) {
+    line.push_str(&call.function);
+    line.push('(');
+    let split = split_point(call);
+    push_args(line, &call.args[..split]);
+    if split > 0 {
+        line.push_str(if split < call.args.len() || !call.args_complete { ", " } else { " " });
+    }
+    line.push_str("<unfinished ...>");
+}
+
+/// `NtX(a, b, ...) = 0xc0000034 STATUS_OBJECT_NAME_NOT_FOUND`, or for a call
+/// whose start was printed before, `<... NtX resumed>c, d) = 0x0 STATUS_SUCCESS`.
+pub fn format_call(line: &mut String, call: &Call) {
+    let args = if call.resumed {
+        line.push_str("<... ");
+        line.push_str(&call.function);
+        line.push_str(" resumed>");
+        &call.args[split_point(call)..]
+    } else {
+        line.push_str(&call.function);
+        line.push('(');
+        &call.args[..]
+    };
+    push_args(line, args);
     if !call.args_complete {
-        line.push_str(if call.args.is_empty() { "..." } else { ", ..." });
+        line.push_str(if args.is_empty() { "..." } else { ", ..." });
     }
     line.push_str(") = ");
     match call.result {
@@ -188,14 +283,13 @@ pub fn push_quoted(line: &mut String, text: &str) {
 mod tests {
     use super::*;
     use crate::event::ProcessStart;
-    use std::time::SystemTime;
 
     fn ev(tid: u32, kind: EventKind) -> Event {
         Event { pid: 10, tid, time: SystemTime::UNIX_EPOCH, kind }
     }
 
     fn render(events: &[Event]) -> String {
-        let mut sink = TextSink::new(Vec::new(), false);
+        let mut sink = TextSink::new(Vec::new(), TextOptions::default());
         for e in events {
             sink.event(e).unwrap();
         }
@@ -205,9 +299,13 @@ mod tests {
     fn call(function: &str, args: &[u64], complete: bool, result: CallResult) -> EventKind {
         EventKind::Call(Call {
             function: function.into(),
+            id: 0,
             args: args.iter().copied().map(Arg::raw).collect(),
             args_complete: complete,
             result,
+            resumed: false,
+            entry_time: None,
+            duration: None,
         })
     }
 
@@ -293,6 +391,83 @@ mod tests {
             ev(0, EventKind::Detached),
         ]);
         assert!(out.ends_with("\n[pid 10] +++ detached +++\n"), "{out}");
+    }
+
+    fn named(name: &'static str, out: bool, raw: u64) -> Arg {
+        Arg { name: Some(name), ty: None, out, raw, value: crate::value::Value::Hex(raw) }
+    }
+
+    #[test]
+    fn interrupted_call_prints_in_args_then_resumes_with_out_args() {
+        let call = Call {
+            function: "NtReadFile".into(),
+            id: 7,
+            args: vec![
+                named("FileHandle", false, 0x24),
+                named("IoStatusBlock", true, 0x100),
+                named("Length", false, 5),
+            ],
+            args_complete: true,
+            result: CallResult::Returned(0),
+            resumed: true,
+            entry_time: None,
+            duration: None,
+        };
+        let out = render(&[ev(1, EventKind::CallStart(call.clone())), ev(1, EventKind::Call(call.clone()))]);
+        assert_eq!(
+            out,
+            "NtReadFile(FileHandle=0x24, <unfinished ...>\n\
+             <... NtReadFile resumed>IoStatusBlock=0x100, Length=0x5) = 0x0 STATUS_SUCCESS\n"
+        );
+        // Nothing out: the start has every argument, the end only the result.
+        let mut closing = call.clone();
+        closing.function = "NtWaitForSingleObject".into();
+        closing.args.truncate(1);
+        let out = render(&[ev(1, EventKind::CallStart(closing.clone())), ev(1, EventKind::Call(closing))]);
+        assert_eq!(
+            out,
+            "NtWaitForSingleObject(FileHandle=0x24 <unfinished ...>\n<... NtWaitForSingleObject resumed>) = 0x0 STATUS_SUCCESS\n"
+        );
+    }
+
+    #[test]
+    fn timestamps_and_durations() {
+        let at = |micros: u64| SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_169_445_000_000 + micros);
+        let mut call = match call("NtClose", &[0x24], true, CallResult::Returned(0)) {
+            EventKind::Call(c) => c,
+            _ => unreachable!(),
+        };
+        call.duration = Some(Duration::from_micros(1234));
+        let events = [
+            Event { pid: 1, tid: 1, time: at(5), kind: EventKind::Call(call.clone()) },
+            Event { pid: 1, tid: 1, time: at(250), kind: EventKind::Call(call) },
+        ];
+        let render_with = |options: TextOptions| {
+            let mut sink = TextSink::new(Vec::new(), options);
+            for e in &events {
+                sink.event(e).unwrap();
+            }
+            String::from_utf8(sink.into_inner()).unwrap()
+        };
+        let epoch =
+            render_with(TextOptions { time: TimeFormat::Epoch, durations: true, ..Default::default() });
+        assert_eq!(
+            epoch,
+            "1764169445.000005 NtClose(0x24) = 0x0 STATUS_SUCCESS <0.001234>\n\
+             1764169445.000250 NtClose(0x24) = 0x0 STATUS_SUCCESS <0.001234>\n"
+        );
+        let relative = render_with(TextOptions { time: TimeFormat::Relative, ..Default::default() });
+        assert_eq!(
+            relative,
+            "     0.000000 NtClose(0x24) = 0x0 STATUS_SUCCESS\n     0.000245 NtClose(0x24) = 0x0 STATUS_SUCCESS\n"
+        );
+        // Wall-clock forms depend on the local time zone: check their shape.
+        let micros = render_with(TextOptions { time: TimeFormat::Micros, ..Default::default() });
+        let stamp = micros.lines().next().unwrap().split(' ').next().unwrap();
+        assert_eq!(stamp.len(), "15:04:05.000005".len(), "{stamp}");
+        assert!(stamp.ends_with(":05.000005"), "{stamp}");
+        let seconds = render_with(TextOptions { time: TimeFormat::Seconds, ..Default::default() });
+        assert!(seconds.lines().next().unwrap().split(' ').next().unwrap().ends_with(":05"));
     }
 
     #[test]

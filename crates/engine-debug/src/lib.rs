@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+pub mod clock;
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
@@ -23,6 +24,13 @@ pub enum Target {
     Launch { program: String, args: Vec<String> },
     /// Attach to the running process `pid`.
     Attach { pid: u32 },
+}
+
+/// How to trace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Trace the processes the target creates, and theirs (`-f`).
+    pub follow_children: bool,
 }
 
 /// How tracing ended.

@@ -1,12 +1,13 @@
 //! The Windows half of the debugger engine: the debug-event loop, the live
 //! [`TargetMemory`], hook installation and detaching.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::io;
 use std::os::windows::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use windows_sys::Wdk::System::Threading::{NtQueryInformationProcess, ProcessBasicInformation};
@@ -33,15 +34,16 @@ use windows_sys::Win32::System::Memory::{
 };
 use windows_sys::Win32::System::Threading::PROCESS_BASIC_INFORMATION;
 use windows_sys::Win32::System::Threading::{
-    OpenProcess, DEBUG_ONLY_THIS_PROCESS, PROCESS_QUERY_LIMITED_INFORMATION,
+    OpenProcess, DEBUG_ONLY_THIS_PROCESS, DEBUG_PROCESS, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
 use winstrace_core::event::{Arg, Call, CallResult, Event, EventKind, EventSink, ProcessStart};
 use winstrace_core::memory::{TargetMemory, Unreadable};
-use winstrace_hook::trampoline::{self, Frame, StubToTrace, Trampolines, FRAME_SIZE};
+use winstrace_hook::trampoline::{self, Frame, StubToTrace, Trampolines, FRAME_SIZE, SLOTS_BYTES};
 use winstrace_hook::{pe, stub};
 
-use crate::{is_no_return, EngineError, Outcome, ProcessEntry, Stats, Target};
+use crate::clock::TscClock;
+use crate::{is_no_return, EngineError, Options, Outcome, ProcessEntry, Stats, Target};
 
 /// Set by the console control handler; the event loop polls it.
 static DETACH_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -169,7 +171,7 @@ fn patch_code(process: HANDLE, address: u64, bytes: &[u8]) -> Result<(), EngineE
 struct Hooks {
     trampolines: Trampolines,
     /// Per traced stub (same order as the trampolines' thunks).
-    names: Vec<String>,
+    names: Vec<Arc<str>>,
     /// Each patched stub's address and the original bytes the patch replaced.
     originals: Vec<(u64, Vec<u8>)>,
 }
@@ -184,15 +186,24 @@ struct ProcessState {
     hooks: Option<Hooks>,
     /// The loader's breakpoint (or the attach breakpoint) is ours to swallow.
     initial_breakpoint_seen: bool,
+    /// In-flight calls already reported as `<unfinished ...>`: (thread, frame).
+    announced: HashSet<(u64, u64)>,
 }
 
 /// Traces `target` until it exits or, on Ctrl-C, is detached.
-pub fn trace(target: &Target, sink: &mut dyn EventSink) -> Result<Outcome, EngineError> {
+pub fn trace(target: &Target, options: &Options, sink: &mut dyn EventSink) -> Result<Outcome, EngineError> {
     let attach = matches!(target, Target::Attach { .. });
-    let mut engine =
-        Engine { sink, processes: HashMap::new(), stats: Stats::default(), first_pid: 0, attach };
+    let mut engine = Engine {
+        sink,
+        processes: HashMap::new(),
+        stats: Stats::default(),
+        first_pid: 0,
+        attach,
+        clock: TscClock::calibrate(),
+        first_exit_code: None,
+    };
     match target {
-        Target::Launch { program, args } => engine.launch(program, args)?,
+        Target::Launch { program, args } => engine.launch(program, args, options.follow_children)?,
         Target::Attach { pid } => engine.attach(*pid)?,
     }
     let outcome = engine.run();
@@ -207,6 +218,9 @@ struct Engine<'s> {
     first_pid: u32,
     /// True when tracing a process we attached to rather than started.
     attach: bool,
+    /// Turns the time-stamp counter values the trampolines record into times.
+    clock: TscClock,
+    first_exit_code: Option<u32>,
 }
 
 /// What the event loop does after an event.
@@ -219,23 +233,24 @@ enum Next {
 }
 
 impl Engine<'_> {
-    fn launch(&mut self, program: &str, args: &[String]) -> Result<(), EngineError> {
+    fn launch(&mut self, program: &str, args: &[String], follow_children: bool) -> Result<(), EngineError> {
         // std's Command resolves the program on PATH, quotes arguments as
         // the MSVC runtime expects and passes our standard handles on, so
         // the target's output reaches the same place as ours.
-        let child =
-            Command::new(program).args(args).creation_flags(DEBUG_ONLY_THIS_PROCESS).spawn().map_err(
-                |e| match e.kind() {
-                    io::ErrorKind::NotFound => EngineError::ProgramNotFound { program: program.to_string() },
-                    io::ErrorKind::PermissionDenied => {
-                        EngineError::AccessDenied { what: format!("running '{program}'") }
-                    }
-                    _ => EngineError::Os {
-                        what: format!("starting '{program}'"),
-                        code: e.raw_os_error().unwrap_or(0) as u32,
-                    },
+        let child = Command::new(program)
+            .args(args)
+            .creation_flags(if follow_children { DEBUG_PROCESS } else { DEBUG_ONLY_THIS_PROCESS })
+            .spawn()
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => EngineError::ProgramNotFound { program: program.to_string() },
+                io::ErrorKind::PermissionDenied => {
+                    EngineError::AccessDenied { what: format!("running '{program}'") }
+                }
+                _ => EngineError::Os {
+                    what: format!("starting '{program}'"),
+                    code: e.raw_os_error().unwrap_or(0) as u32,
                 },
-            )?;
+            })?;
         self.first_pid = child.id();
         // Dropping `child` closes our copies of its handles; the debug
         // events bring their own.
@@ -295,7 +310,9 @@ impl Engine<'_> {
             if DETACH_REQUESTED.load(Ordering::SeqCst) && !break_requested {
                 // Stop the target at a point where we may rewrite its code:
                 // DebugBreakProcess makes it raise a breakpoint for us.
-                if let Some(p) = self.processes.get(&self.first_pid) {
+                if let Some(p) =
+                    self.processes.get(&self.first_pid).or_else(|| self.processes.values().next())
+                {
                     // SAFETY: a process handle owned by the debug session.
                     unsafe { DebugBreakProcess(p.handle) };
                     break_requested = true;
@@ -329,7 +346,17 @@ impl Engine<'_> {
     }
 
     fn emit(&mut self, pid: u32, tid: u32, kind: EventKind) {
-        let event = Event { pid, tid, time: SystemTime::now(), kind };
+        self.emit_at(pid, tid, SystemTime::now(), kind);
+    }
+
+    /// Emits an event, after reporting the calls it interrupts.
+    fn emit_at(&mut self, pid: u32, tid: u32, time: SystemTime, kind: EventKind) {
+        self.announce_all_unfinished();
+        self.emit_raw(pid, tid, time, kind);
+    }
+
+    fn emit_raw(&mut self, pid: u32, tid: u32, time: SystemTime, kind: EventKind) {
+        let event = Event { pid, tid, time, kind };
         // A sink that cannot write (a closed pipe, a full disk) must not take
         // the target down with it: tracing goes on, the loss is reported once.
         if let Err(e) = self.sink.event(&event) {
@@ -357,6 +384,7 @@ impl Engine<'_> {
                         threads,
                         hooks: None,
                         initial_breakpoint_seen: false,
+                        announced: HashSet::new(),
                     },
                 );
                 let (image, command_line) = process_identity(info.hProcess);
@@ -388,7 +416,12 @@ impl Engine<'_> {
                 self.emit(pid, tid, EventKind::ProcessExit { code });
                 self.processes.remove(&pid);
                 if pid == self.first_pid {
-                    Next::Exit(code)
+                    self.first_exit_code = Some(code);
+                }
+                // Tracing ends with the last traced process (children under
+                // -f may outlive the first); winstrace exits with the first's code.
+                if self.processes.is_empty() {
+                    Next::Exit(self.first_exit_code.unwrap_or(code))
                 } else {
                     Next::Continue(DBG_CONTINUE)
                 }
@@ -489,8 +522,9 @@ impl Engine<'_> {
             return Some(Next::Continue(DBG_CONTINUE));
         }
         let mem = LiveMemory { process: p.handle };
+        let frame_address = ctx.0.Rsp;
         let mut bytes = [0u8; FRAME_SIZE];
-        let frame = mem.read_exact(ctx.0.Rsp, &mut bytes).ok().map(|_| Frame::parse(&bytes));
+        let frame = mem.read_exact(frame_address, &mut bytes).ok().map(|_| Frame::parse(&bytes));
         // Resume after the int3, wherever the OS left RIP.
         if ctx.0.Rip == address {
             ctx.0.Rip = address + 1;
@@ -498,19 +532,85 @@ impl Engine<'_> {
             unsafe { SetThreadContext(thread, &ctx.0) };
         }
         let Some(frame) = frame else { return Some(Next::Continue(DBG_CONTINUE)) };
-        let Some(index) = hooks.trampolines.stub_index(frame.stub_copy) else {
+        let Some(mut call) = self.call_from_frame(pid, frame_address, &frame, returned) else {
             return Some(Next::Continue(DBG_CONTINUE));
         };
-        let function = hooks.names[index].clone();
-        let call = Call {
-            function,
+        if let Some(p) = self.processes.get_mut(&pid) {
+            call.resumed = p.announced.remove(&(u64::from(tid), frame_address));
+        }
+        self.stats.calls += 1;
+        let time = if returned { self.clock.time_of(frame.return_tsc) } else { SystemTime::now() };
+        self.emit_at(pid, tid, time, EventKind::Call(call));
+        Some(Next::Continue(DBG_CONTINUE))
+    }
+
+    /// The call a frame describes, decoded against the live target.
+    fn call_from_frame(&self, pid: u32, frame_address: u64, frame: &Frame, returned: bool) -> Option<Call> {
+        let p = self.processes.get(&pid)?;
+        let hooks = p.hooks.as_ref()?;
+        let index = hooks.trampolines.stub_index(frame.stub_copy)?;
+        let (entry_time, duration) = if returned {
+            (
+                Some(self.clock.time_of(frame.entry_tsc)),
+                Some(self.clock.duration(frame.entry_tsc, frame.return_tsc)),
+            )
+        } else {
+            (Some(self.clock.time_of(frame.entry_tsc)), None)
+        };
+        Some(Call {
+            function: hooks.names[index].clone(),
+            id: frame_address,
             args: frame.args[..4].iter().copied().map(Arg::raw).collect(),
             args_complete: false,
             result: if returned { CallResult::Returned(frame.rax) } else { CallResult::NoReturn },
-        };
-        self.stats.calls += 1;
-        self.emit(pid, tid, EventKind::Call(call));
-        Some(Next::Continue(DBG_CONTINUE))
+            resumed: false,
+            entry_time,
+            duration,
+        })
+    }
+
+    /// Reports, as `<unfinished ...>`, every traced call in flight that is
+    /// not reported yet, before another event is printed: that line is
+    /// about to come between their entry and return. With one thread in one
+    /// process there can be none, and nothing is read.
+    fn announce_all_unfinished(&mut self) {
+        let threads: usize = self.processes.values().map(|p| p.threads.len()).sum();
+        if threads < 2 {
+            return;
+        }
+        let pids: Vec<u32> = self.processes.keys().copied().collect();
+        for pid in pids {
+            self.announce_unfinished(pid);
+        }
+    }
+
+    fn announce_unfinished(&mut self, pid: u32) {
+        let Some(p) = self.processes.get(&pid) else { return };
+        let Some(hooks) = p.hooks.as_ref() else { return };
+        let mem = LiveMemory { process: p.handle };
+        let mut table = vec![0u8; SLOTS_BYTES];
+        if mem.read_exact(hooks.trampolines.base, &mut table).is_err() {
+            return;
+        }
+        let mut fresh: Vec<(u64, u64, Frame)> = trampoline::parse_in_flight(&table)
+            .into_iter()
+            .filter(|f| !p.announced.contains(&(f.thread_id, f.frame)))
+            .filter_map(|f| {
+                let mut bytes = [0u8; FRAME_SIZE];
+                mem.read_exact(f.frame, &mut bytes).ok()?;
+                Some((f.thread_id, f.frame, Frame::parse(&bytes)))
+            })
+            .collect();
+        fresh.sort_by_key(|(_, _, frame)| frame.entry_tsc);
+        for (thread_id, frame_address, frame) in fresh {
+            let Some(mut call) = self.call_from_frame(pid, frame_address, &frame, false) else { continue };
+            call.duration = None;
+            let time = call.entry_time.unwrap_or_else(SystemTime::now);
+            if let Some(p) = self.processes.get_mut(&pid) {
+                p.announced.insert((thread_id, frame_address));
+            }
+            self.emit_raw(pid, thread_id as u32, time, EventKind::CallStart(call));
+        }
     }
 }
 
@@ -700,7 +800,7 @@ fn install_hooks(process: HANDLE, ntdll_base: u64) -> Result<Hooks, EngineError>
             code: shape.code,
             no_return: is_no_return(&export.name),
         });
-        names.push(export.name);
+        names.push(Arc::from(export.name));
     }
     if stubs.is_empty() {
         return Err(EngineError::Os {
@@ -709,15 +809,22 @@ fn install_hooks(process: HANDLE, ntdll_base: u64) -> Result<Hooks, EngineError>
         });
     }
     let asm_error = |e| EngineError::Os { what: format!("assembling trampolines ({e})"), code: 0 };
-    // The layout's size does not depend on where it goes; build once to
-    // learn it, then again at the address we get.
-    let size = trampoline::build(0, &stubs).map_err(asm_error)?.code.len();
+    let size = trampoline::region_size(&stubs).map_err(asm_error)?;
     let region = allocate_near(process, ntdll_base, size)?;
     let trampolines = trampoline::build(region, &stubs).map_err(asm_error)?;
-    write_memory(process, region, &trampolines.code)?;
+    write_memory(process, trampolines.code_base, &trampolines.code)?;
     let mut old: PAGE_PROTECTION_FLAGS = 0;
-    // SAFETY: protects our own region in the target.
-    unsafe { VirtualProtectEx(process, region as *const c_void, size, PAGE_EXECUTE_READ, &mut old) };
+    // SAFETY: protects our own code in the target; the in-flight table
+    // before it stays writable.
+    unsafe {
+        VirtualProtectEx(
+            process,
+            trampolines.code_base as *const c_void,
+            trampolines.code.len(),
+            PAGE_EXECUTE_READ,
+            &mut old,
+        )
+    };
 
     let mut originals = Vec::with_capacity(stubs.len());
     for (stub, thunk) in stubs.iter().zip(&trampolines.thunks) {

@@ -34,7 +34,7 @@ pub const STACK_ARGS: usize = 13;
 pub const MAX_ARGS: usize = 4 + STACK_ARGS;
 /// Bytes reserved on the stack. It is 8 mod 16, so that RSP is 16-byte
 /// aligned at the `call` into the stub copy, as the ABI requires.
-pub const FRAME_SIZE: usize = 0xb8;
+pub const FRAME_SIZE: usize = 0xd8;
 
 const STACK_ARGS_AT: i32 = 0x20; // above the callee's 32-byte home area
 const RCX_AT: i32 = STACK_ARGS_AT + 8 * STACK_ARGS as i32;
@@ -43,12 +43,49 @@ const R8_AT: i32 = RCX_AT + 16;
 const R9_AT: i32 = RCX_AT + 24;
 const STUB_AT: i32 = RCX_AT + 32;
 const RAX_AT: i32 = RCX_AT + 40;
+const ENTRY_TSC_AT: i32 = RCX_AT + 48;
+const RETURN_TSC_AT: i32 = RCX_AT + 56;
+const SLOT_AT: i32 = RCX_AT + 64;
 /// Where the caller's stack arguments are, seen from inside the frame: past
 /// the frame, the caller's return address and its 32-byte home area.
 const CALLER_ARGS_AT: i32 = FRAME_SIZE as i32 + 8 + 0x20;
 
-const _: () = assert!(RAX_AT + 8 == FRAME_SIZE as i32);
+const _: () = assert!(SLOT_AT + 16 == FRAME_SIZE as i32); // 8 bytes of padding at the end
 const _: () = assert!(FRAME_SIZE % 16 == 8);
+
+/// The in-flight table at the start of the region: one 16-byte slot per
+/// call in progress, `{thread id, frame address}`, claimed with
+/// `lock cmpxchg` at entry and cleared before the return trap. It lets the
+/// tracer see, at any event, which other calls have started and not yet
+/// returned (strace's `<unfinished ...>`), without a trap at entry.
+pub const SLOT_COUNT: usize = 256;
+pub const SLOT_SIZE: usize = 16;
+/// Bytes of the in-flight table; the code starts right after it, on the
+/// next page, because the table is writable and the code is not.
+pub const SLOTS_BYTES: usize = SLOT_COUNT * SLOT_SIZE;
+const _: () = assert!(SLOTS_BYTES % 0x1000 == 0);
+
+/// A call in flight, as read from the in-flight table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    pub thread_id: u64,
+    /// Address of the call's frame on that thread's stack.
+    pub frame: u64,
+}
+
+/// Lists the occupied slots of an in-flight table read from the target.
+/// A slot whose frame is not yet written (the thread stopped between its
+/// two stores) is skipped.
+pub fn parse_in_flight(table: &[u8]) -> Vec<InFlight> {
+    table
+        .chunks_exact(SLOT_SIZE)
+        .filter_map(|slot| {
+            let thread_id = u64::from_le_bytes(slot[..8].try_into().expect("8 bytes"));
+            let frame = u64::from_le_bytes(slot[8..].try_into().expect("8 bytes"));
+            (thread_id != 0 && frame != 0).then_some(InFlight { thread_id, frame })
+        })
+        .collect()
+}
 
 /// What the tracer reads back from a frame at a trap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +96,9 @@ pub struct Frame {
     pub stub_copy: u64,
     /// The return value (meaningful at the return trap only).
     pub rax: u64,
+    /// The thread's time-stamp counter at entry and after the return.
+    pub entry_tsc: u64,
+    pub return_tsc: u64,
 }
 
 impl Frame {
@@ -76,7 +116,13 @@ impl Frame {
         for i in 0..STACK_ARGS {
             args[4 + i] = q(STACK_ARGS_AT + 8 * i as i32);
         }
-        Frame { args, stub_copy: q(STUB_AT), rax: q(RAX_AT) }
+        Frame {
+            args,
+            stub_copy: q(STUB_AT),
+            rax: q(RAX_AT),
+            entry_tsc: q(ENTRY_TSC_AT),
+            return_tsc: q(RETURN_TSC_AT),
+        }
     }
 }
 
@@ -89,11 +135,13 @@ pub struct StubToTrace {
     pub no_return: bool,
 }
 
-/// The laid-out trampoline region.
+/// The laid-out trampoline region: the in-flight table, then the code.
 #[derive(Debug, Clone)]
 pub struct Trampolines {
-    /// Where the region must be placed.
+    /// Where the region must be placed; the in-flight table starts here.
     pub base: u64,
+    /// Where `code` goes: `base + SLOTS_BYTES`.
+    pub code_base: u64,
     pub code: Vec<u8>,
     /// Address of the `int3` after a call returns.
     pub return_trap: u64,
@@ -113,18 +161,63 @@ impl Trampolines {
     }
 }
 
-/// Lays out thunks and stub copies for `stubs` at `base`.
+/// Bytes the whole region needs for `stubs`.
+pub fn region_size(stubs: &[StubToTrace]) -> Result<usize, IcedError> {
+    // The code's size does not depend on where it goes (every reference is
+    // relative), so laying it out at 0 measures it.
+    Ok(SLOTS_BYTES + build(0, stubs)?.code.len())
+}
+
+/// Lays out the in-flight table, thunks and stub copies for `stubs` at `base`.
 pub fn build(base: u64, stubs: &[StubToTrace]) -> Result<Trampolines, IcedError> {
+    let code_base = base + SLOTS_BYTES as u64;
     let mut a = CodeAssembler::new(64)?;
     let mut return_routine = a.create_label();
     let mut entry_routine = a.create_label();
     let mut return_trap = a.create_label();
     let mut entry_trap = a.create_label();
+    let mut claim = a.create_label();
+    let mut claimed = a.create_label();
+    let mut no_slot = a.create_label();
+    let mut released = a.create_label();
+    let slots = base;
+    let slots_end = base + SLOTS_BYTES as u64;
 
     a.set_label(&mut return_routine)?;
     save_frame(&mut a)?;
+    // Claim a free in-flight slot: {thread id from the TEB, frame}.
+    a.mov(r10, qword_ptr(0x48).gs())?; // TEB.ClientId.UniqueThread
+    a.mov(r11, slots)?;
+    a.set_label(&mut claim)?;
+    a.xor(eax, eax)?;
+    a.lock().cmpxchg(qword_ptr(r11), r10)?;
+    a.je(claimed)?;
+    a.add(r11, SLOT_SIZE as i32)?;
+    a.mov(rax, slots_end)?;
+    a.cmp(r11, rax)?;
+    a.jb(claim)?;
+    // All slots busy: this call goes untracked in the table (it is still
+    // traced; only an interruption of it cannot be shown).
+    a.xor(r11d, r11d)?;
+    a.jmp(no_slot)?;
+    a.set_label(&mut claimed)?;
+    a.mov(qword_ptr(r11 + 8), rsp)?;
+    a.set_label(&mut no_slot)?;
+    a.mov(qword_ptr(rsp + SLOT_AT), r11)?;
+    // RDTSC and the slot search used RDX and R11: reload them.
+    a.mov(rdx, qword_ptr(rsp + RDX_AT))?;
+    a.mov(r11, qword_ptr(rsp + STUB_AT))?;
     a.call(r11)?;
     a.mov(qword_ptr(rsp + RAX_AT), rax)?;
+    store_tsc(&mut a, RETURN_TSC_AT)?;
+    // Release the slot: frame first, so a half-released slot reads as free.
+    a.mov(r11, qword_ptr(rsp + SLOT_AT))?;
+    a.test(r11, r11)?;
+    a.jz(released)?;
+    a.mov(qword_ptr(r11 + 8), 0)?;
+    a.mov(qword_ptr(r11), 0)?;
+    a.set_label(&mut released)?;
+    a.mov(rax, qword_ptr(rsp + RAX_AT))?;
     a.set_label(&mut return_trap)?;
     a.int3()?;
     a.add(rsp, FRAME_SIZE as i32)?;
@@ -132,6 +225,7 @@ pub fn build(base: u64, stubs: &[StubToTrace]) -> Result<Trampolines, IcedError>
 
     a.set_label(&mut entry_routine)?;
     save_frame(&mut a)?;
+    a.mov(rdx, qword_ptr(rsp + RDX_AT))?;
     a.set_label(&mut entry_trap)?;
     a.int3()?;
     a.add(rsp, FRAME_SIZE as i32)?;
@@ -149,15 +243,24 @@ pub fn build(base: u64, stubs: &[StubToTrace]) -> Result<Trampolines, IcedError>
         labels.push((thunk, copy));
     }
 
-    let result = a.assemble_options(base, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+    let result = a.assemble_options(code_base, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
     Ok(Trampolines {
         base,
+        code_base,
         return_trap: result.label_ip(&return_trap)?,
         entry_trap: result.label_ip(&entry_trap)?,
         thunks: labels.iter().map(|(t, _)| result.label_ip(t)).collect::<Result<_, _>>()?,
         copies: labels.iter().map(|(_, c)| result.label_ip(c)).collect::<Result<_, _>>()?,
         code: result.inner.code_buffer,
     })
+}
+
+/// `RDTSC` into the frame slot `at` (clobbers RAX and RDX).
+fn store_tsc(a: &mut CodeAssembler, at: i32) -> Result<(), IcedError> {
+    a.rdtsc()?;
+    a.shl(rdx, 32)?;
+    a.or(rax, rdx)?;
+    a.mov(qword_ptr(rsp + at), rax)
 }
 
 fn save_frame(a: &mut CodeAssembler) -> Result<(), IcedError> {
@@ -172,7 +275,7 @@ fn save_frame(a: &mut CodeAssembler) -> Result<(), IcedError> {
         a.mov(rax, qword_ptr(rsp + (CALLER_ARGS_AT + 8 * i)))?;
         a.mov(qword_ptr(rsp + (STACK_ARGS_AT + 8 * i)), rax)?;
     }
-    Ok(())
+    store_tsc(a, ENTRY_TSC_AT)
 }
 
 /// The bytes that redirect a stub at `from` to its thunk at `to`: a 5-byte
@@ -213,6 +316,11 @@ mod tests {
         out
     }
 
+    /// The code bytes at `address`.
+    fn code_at(t: &Trampolines, address: u64) -> &[u8] {
+        &t.code[(address - t.code_base) as usize..]
+    }
+
     #[test]
     fn thunks_point_at_their_copies_and_routines() {
         let base = 0x1_0000_0000;
@@ -221,41 +329,40 @@ mod tests {
             StubToTrace { address: 0x7b00_1020, code: WINE_STUB.to_vec(), no_return: true },
         ];
         let t = build(base, &stubs).unwrap();
+        assert_eq!(t.code_base, base + SLOTS_BYTES as u64);
+        assert_eq!(region_size(&stubs).unwrap(), SLOTS_BYTES + t.code.len());
         assert_eq!(t.thunks.len(), 2);
         assert!(t.copies[0] < t.copies[1]);
         for (i, copy) in t.copies.iter().enumerate() {
-            let at = (copy - base) as usize;
-            assert_eq!(&t.code[at..at + 32], &WINE_STUB, "copy {i} holds the stub verbatim");
+            assert_eq!(&code_at(&t, *copy)[..32], &WINE_STUB, "copy {i} holds the stub verbatim");
             assert_eq!(t.stub_index(*copy), Some(i));
         }
         assert_eq!(t.stub_index(t.copies[0] + 1), None);
-        assert_eq!(t.code[(t.return_trap - base) as usize], 0xcc);
-        assert_eq!(t.code[(t.entry_trap - base) as usize], 0xcc);
+        assert_eq!(code_at(&t, t.return_trap)[0], 0xcc);
+        assert_eq!(code_at(&t, t.entry_trap)[0], 0xcc);
 
-        let thunk0 = disassemble(&t.code[(t.thunks[0] - base) as usize..][..12], t.thunks[0]);
+        let thunk0 = disassemble(&code_at(&t, t.thunks[0])[..12], t.thunks[0]);
         assert_eq!(thunk0[0], format!("{:x} lea r11,[{:X}h]", t.thunks[0], t.copies[0]));
-        assert_eq!(thunk0[1], format!("{:x} jmp {:016X}h", t.thunks[0] + 7, base));
+        assert_eq!(thunk0[1], format!("{:x} jmp {:016X}h", t.thunks[0] + 7, t.code_base));
         // The no-return stub's thunk goes to the entry routine, which starts
-        // right after the return routine's `int3; add rsp,0B8h (7 bytes); ret`.
+        // right after the return routine's `int3; add rsp,0D8h (7 bytes); ret`.
         let entry_routine = t.return_trap + 1 + 7 + 1;
-        let thunk1 = disassemble(&t.code[(t.thunks[1] - base) as usize..][..12], t.thunks[1]);
+        let thunk1 = disassemble(&code_at(&t, t.thunks[1])[..12], t.thunks[1]);
         assert_eq!(thunk1[1], format!("{:x} jmp {:016X}h", t.thunks[1] + 7, entry_routine));
-        let entry = disassemble(
-            &t.code[(entry_routine - base) as usize..(t.entry_trap - base) as usize + 11],
-            entry_routine,
-        );
-        assert!(entry[0].ends_with("sub rsp,0B8h"), "{entry:?}");
+        let len = (t.entry_trap - entry_routine) as usize + 11;
+        let entry = disassemble(&code_at(&t, entry_routine)[..len], entry_routine);
+        assert!(entry[0].ends_with("sub rsp,0D8h"), "{entry:?}");
         assert!(entry[entry.len() - 3].ends_with("int3"));
         assert!(entry[entry.len() - 1].ends_with("jmp r11"), "{entry:?}");
     }
 
     #[test]
-    fn return_routine_saves_registers_copies_args_and_traps_after_the_call() {
+    fn return_routine_saves_registers_copies_args_claims_a_slot_and_traps_after_the_call() {
         let t = build(0x40_0000, &[StubToTrace { address: 0, code: WINE_STUB.to_vec(), no_return: false }])
             .unwrap();
-        let text = disassemble(&t.code[..(t.return_trap - t.base + 9) as usize], t.base);
+        let text = disassemble(&t.code[..(t.return_trap - t.code_base + 9) as usize], t.code_base);
         let body: Vec<&str> = text.iter().map(|l| l.split_once(' ').unwrap().1).collect();
-        assert_eq!(body[0], "sub rsp,0B8h");
+        assert_eq!(body[0], "sub rsp,0D8h");
         assert_eq!(
             &body[1..6],
             [
@@ -268,10 +375,76 @@ mod tests {
         );
         // First copied slot: the caller's 5th argument lands where the stub
         // expects its 5th argument after our call.
-        assert_eq!(&body[6..8], ["mov rax,[rsp+0E0h]", "mov [rsp+20h],rax"]);
-        assert_eq!(body[6 + 2 * STACK_ARGS], "call r11");
-        assert_eq!(body[7 + 2 * STACK_ARGS], "mov [rsp+0B0h],rax");
-        assert_eq!(&body[8 + 2 * STACK_ARGS..], ["int3", "add rsp,0B8h", "ret"]);
+        assert_eq!(&body[6..8], ["mov rax,[rsp+100h]", "mov [rsp+20h],rax"]);
+        let after_copy = 6 + 2 * STACK_ARGS;
+        assert_eq!(
+            &body[after_copy..after_copy + 4],
+            ["rdtsc", "shl rdx,20h", "or rax,rdx", "mov [rsp+0B8h],rax"]
+        );
+        // Branch targets are checked as the instructions they land on.
+        let at = |address: &str| -> String {
+            let address = u64::from_str_radix(address.trim_end_matches('h'), 16).unwrap();
+            let line = text.iter().find(|l| l.starts_with(&format!("{address:x} "))).expect("a target");
+            format!("-> {}", line.split_once(' ').unwrap().1)
+        };
+        let rest: Vec<String> = body[after_copy + 4..]
+            .iter()
+            .map(|l| match l.split_once(" short ") {
+                Some((op, target)) => format!("{op} {}", at(target)),
+                None => l.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            rest,
+            [
+                "mov r10,gs:[48h]",
+                "mov r11,400000h",
+                "xor eax,eax",
+                "lock cmpxchg [r11],r10",
+                "je -> mov [r11+8],rsp",
+                "add r11,10h",
+                "mov rax,401000h",
+                "cmp r11,rax",
+                "jb -> xor eax,eax",
+                "xor r11d,r11d",
+                "jmp -> mov [rsp+0C8h],r11",
+                "mov [r11+8],rsp",
+                "mov [rsp+0C8h],r11",
+                "mov rdx,[rsp+90h]",
+                "mov r11,[rsp+0A8h]",
+                "call r11",
+                "mov [rsp+0B0h],rax",
+                "rdtsc",
+                "shl rdx,20h",
+                "or rax,rdx",
+                "mov [rsp+0C0h],rax",
+                "mov r11,[rsp+0C8h]",
+                "test r11,r11",
+                "je -> mov rax,[rsp+0B0h]",
+                "mov qword ptr [r11+8],0",
+                "mov qword ptr [r11],0",
+                "mov rax,[rsp+0B0h]",
+                "int3",
+                "add rsp,0D8h",
+                "ret"
+            ]
+        );
+    }
+
+    #[test]
+    fn in_flight_table_lists_occupied_slots_only() {
+        let mut table = vec![0u8; SLOTS_BYTES];
+        let mut put = |slot: usize, tid: u64, frame: u64| {
+            table[slot * 16..slot * 16 + 8].copy_from_slice(&tid.to_le_bytes());
+            table[slot * 16 + 8..slot * 16 + 16].copy_from_slice(&frame.to_le_bytes());
+        };
+        put(0, 0x20, 0x5ff000);
+        put(3, 0x24, 0); // claimed, frame not yet stored
+        put(255, 0x28, 0x7ff000);
+        assert_eq!(
+            parse_in_flight(&table),
+            [InFlight { thread_id: 0x20, frame: 0x5ff000 }, InFlight { thread_id: 0x28, frame: 0x7ff000 }]
+        );
     }
 
     #[test]
@@ -287,9 +460,11 @@ mod tests {
         }
         put(STUB_AT, 0xabc);
         put(RAX_AT, 0xc000_0034);
+        put(ENTRY_TSC_AT, 1000);
+        put(RETURN_TSC_AT, 1500);
         let f = Frame::parse(&bytes);
         assert_eq!(f.args.to_vec(), (1..=MAX_ARGS as u64).collect::<Vec<_>>());
-        assert_eq!((f.stub_copy, f.rax), (0xabc, 0xc000_0034));
+        assert_eq!((f.stub_copy, f.rax, f.entry_tsc, f.return_tsc), (0xabc, 0xc000_0034, 1000, 1500));
     }
 
     #[test]
