@@ -9,7 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 
+mod per_process;
 mod target;
+
+use per_process::PerProcessSink;
+use winstrace_core::event::EventSink;
+use winstrace_core::text::TextSink;
 
 /// strace for Windows: trace the native API (ntdll Nt*) calls of a program.
 #[derive(Parser, Debug)]
@@ -95,6 +100,17 @@ fn open_output(path: Option<&PathBuf>) -> Result<(Box<dyn Write>, bool), String>
     }
 }
 
+/// The sink the options ask for.
+fn build_sink(cli: &Cli) -> Result<Box<dyn EventSink>, String> {
+    if cli.follow >= 2 {
+        if let Some(prefix) = &cli.output {
+            return Ok(Box::new(PerProcessSink::new(prefix.clone(), text_options(cli, false))));
+        }
+    }
+    let (out, flush_each_line) = open_output(cli.output.as_ref())?;
+    Ok(Box::new(TextSink::new(out, text_options(cli, flush_each_line))))
+}
+
 fn text_options(cli: &Cli, flush_each_line: bool) -> winstrace_core::text::TextOptions {
     use winstrace_core::text::{TextOptions, TimeFormat};
     let time = match (cli.relative, cli.timestamps) {
@@ -109,7 +125,6 @@ fn text_options(cli: &Cli, flush_each_line: bool) -> winstrace_core::text::TextO
 
 #[cfg(windows)]
 fn run(cli: &Cli) -> Result<ExitCode, String> {
-    use winstrace_core::text::TextSink;
     use winstrace_engine_debug as engine;
 
     let Engine::Debug = cli.engine;
@@ -118,11 +133,10 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         (None, Some(program)) => engine::Target::Launch { program: program.clone(), args: cli.args.clone() },
         (None, None) => unreachable!("clap requires PROGRAM unless -p is given"),
     };
-    let (out, flush_each_line) = open_output(cli.output.as_ref())?;
-    let mut sink = TextSink::new(out, text_options(cli, flush_each_line));
+    let mut sink = build_sink(cli)?;
     engine::install_ctrl_c_handler();
     let options = engine::Options { follow_children: cli.follow > 0 };
-    let outcome = engine::trace(&target, &options, &mut sink).map_err(|e| e.to_string())?;
+    let outcome = engine::trace(&target, &options, sink.as_mut()).map_err(|e| e.to_string())?;
     if cli.stats {
         let s = outcome.stats;
         eprintln!(
@@ -142,6 +156,6 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
 
 #[cfg(not(windows))]
 fn run(cli: &Cli) -> Result<ExitCode, String> {
-    let _ = (open_output, text_options, cli);
+    let _ = (build_sink, cli);
     Err("winstrace traces Windows programs and runs only on Windows (or under Wine)".into())
 }
