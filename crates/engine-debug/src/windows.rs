@@ -562,7 +562,9 @@ impl Engine<'_> {
             id: frame_address,
             args: frame.args[..4].iter().copied().map(Arg::raw).collect(),
             args_complete: false,
-            result: if returned { CallResult::Returned(frame.rax) } else { CallResult::NoReturn },
+            // System calls return an NTSTATUS in EAX; the upper half of RAX
+            // carries nothing.
+            result: if returned { CallResult::Returned(u64::from(frame.rax as u32)) } else { CallResult::NoReturn },
             resumed: false,
             entry_time,
             duration,
