@@ -15,6 +15,7 @@ mod target;
 use per_process::PerProcessSink;
 use winstrace_core::event::EventSink;
 use winstrace_core::text::TextSink;
+use winstrace_filter::{StatusFilter, TraceSet};
 
 /// strace for Windows: trace the native API (ntdll Nt*) calls of a program.
 #[derive(Parser, Debug)]
@@ -63,6 +64,20 @@ struct Cli {
     #[arg(short = 'T')]
     durations: bool,
 
+    /// Which functions to trace: -e trace=SET, where SET is a comma-separated
+    /// list of names (NtCreateFile), /REGEX and %CLASS, or all / none; a
+    /// leading ! negates the set. Functions outside the set are not trapped.
+    #[arg(short = 'e', value_name = "EXPR")]
+    expressions: Vec<String>,
+
+    /// Show only calls that failed (NTSTATUS warning or error severity).
+    #[arg(short = 'Z', conflicts_with = "successful_only")]
+    failed_only: bool,
+
+    /// Show only calls that succeeded.
+    #[arg(short = 'z')]
+    successful_only: bool,
+
     /// Program to start and trace, then its arguments.
     #[arg(value_name = "PROGRAM", required_unless_present = "attach")]
     program: Option<String>,
@@ -97,6 +112,14 @@ fn open_output(path: Option<&PathBuf>) -> Result<(Box<dyn Write>, bool), String>
             Ok((Box::new(BufWriter::with_capacity(1 << 16, file)), false))
         }
         None => Ok((Box::new(BufWriter::new(io::stderr())), true)),
+    }
+}
+
+/// The trace set of the last `-e trace=` (all functions without one).
+fn trace_set(cli: &Cli) -> Result<TraceSet, String> {
+    match cli.expressions.last() {
+        Some(expr) => TraceSet::parse_expression(expr).map_err(|e| format!("-e {expr}: {e}")),
+        None => Ok(TraceSet::default()),
     }
 }
 
@@ -135,7 +158,15 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     };
     let mut sink = build_sink(cli)?;
     engine::install_ctrl_c_handler();
-    let options = engine::Options { follow_children: cli.follow > 0 };
+    let options = engine::Options {
+        follow_children: cli.follow > 0,
+        trace: trace_set(cli)?,
+        status: match (cli.failed_only, cli.successful_only) {
+            (true, _) => StatusFilter::FailedOnly,
+            (_, true) => StatusFilter::SuccessfulOnly,
+            _ => StatusFilter::All,
+        },
+    };
     let outcome = engine::trace(&target, &options, sink.as_mut()).map_err(|e| e.to_string())?;
     if cli.stats {
         let s = outcome.stats;
@@ -156,6 +187,6 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
 
 #[cfg(not(windows))]
 fn run(cli: &Cli) -> Result<ExitCode, String> {
-    let _ = (build_sink, cli);
+    let _ = (build_sink, trace_set, StatusFilter::All, cli);
     Err("winstrace traces Windows programs and runs only on Windows (or under Wine)".into())
 }

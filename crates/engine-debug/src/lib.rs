@@ -27,10 +27,14 @@ pub enum Target {
 }
 
 /// How to trace.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Trace the processes the target creates, and theirs (`-f`).
     pub follow_children: bool,
+    /// The functions to trace (`-e trace=`). The others are not trapped.
+    pub trace: winstrace_filter::TraceSet,
+    /// Which calls to report by their result (`-Z`, `-z`).
+    pub status: winstrace_filter::StatusFilter,
 }
 
 /// How tracing ended.

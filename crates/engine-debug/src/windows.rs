@@ -42,6 +42,8 @@ use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{self, Frame, StubToTrace, Trampolines, FRAME_SIZE, SLOTS_BYTES};
 use winstrace_hook::{pe, stub};
 
+use winstrace_filter::{StatusFilter, TraceSet};
+
 use crate::clock::TscClock;
 use crate::{is_no_return, EngineError, Options, Outcome, ProcessEntry, Stats, Target};
 
@@ -201,6 +203,7 @@ pub fn trace(target: &Target, options: &Options, sink: &mut dyn EventSink) -> Re
         attach,
         clock: TscClock::calibrate(),
         first_exit_code: None,
+        options: options.clone(),
     };
     match target {
         Target::Launch { program, args } => engine.launch(program, args, options.follow_children)?,
@@ -220,6 +223,7 @@ struct Engine<'s> {
     attach: bool,
     /// Turns the time-stamp counter values the trampolines record into times.
     clock: TscClock,
+    options: Options,
     first_exit_code: Option<u32>,
 }
 
@@ -539,6 +543,13 @@ impl Engine<'_> {
             call.resumed = p.announced.remove(&(u64::from(tid), frame_address));
         }
         self.stats.calls += 1;
+        let result = match call.result {
+            CallResult::Returned(value) => Some(value),
+            CallResult::NoReturn => None,
+        };
+        if !self.options.status.shows(result) {
+            return Some(Next::Continue(DBG_CONTINUE));
+        }
         let time = if returned { self.clock.time_of(frame.return_tsc) } else { SystemTime::now() };
         self.emit_at(pid, tid, time, EventKind::Call(call));
         Some(Next::Continue(DBG_CONTINUE))
@@ -564,7 +575,11 @@ impl Engine<'_> {
             args_complete: false,
             // System calls return an NTSTATUS in EAX; the upper half of RAX
             // carries nothing.
-            result: if returned { CallResult::Returned(u64::from(frame.rax as u32)) } else { CallResult::NoReturn },
+            result: if returned {
+                CallResult::Returned(u64::from(frame.rax as u32))
+            } else {
+                CallResult::NoReturn
+            },
             resumed: false,
             entry_time,
             duration,
@@ -577,7 +592,9 @@ impl Engine<'_> {
     /// process there can be none, and nothing is read.
     fn announce_all_unfinished(&mut self) {
         let threads: usize = self.processes.values().map(|p| p.threads.len()).sum();
-        if threads < 2 {
+        // Under -Z/-z a call is shown only once its result is known, so
+        // it is never shown unfinished.
+        if threads < 2 || self.options.status != StatusFilter::All {
             return;
         }
         let pids: Vec<u32> = self.processes.keys().copied().collect();
@@ -622,7 +639,7 @@ impl Engine<'_> {
     /// but running: it is reported, never fatal to the target.
     fn install_hooks(&mut self, pid: u32, ntdll_base: u64) {
         let Some(p) = self.processes.get(&pid) else { return };
-        match install_hooks(p.handle, ntdll_base) {
+        match install_hooks(p.handle, ntdll_base, &self.options.trace) {
             Ok(hooks) => {
                 self.stats.hooked_functions += hooks.names.len() as u64;
                 if let Some(p) = self.processes.get_mut(&pid) {
@@ -783,7 +800,7 @@ fn read_debug_string(mem: &dyn TargetMemory, address: u64, length: u16, unicode:
     text.trim_end_matches('\0').to_string()
 }
 
-fn install_hooks(process: HANDLE, ntdll_base: u64) -> Result<Hooks, EngineError> {
+fn install_hooks(process: HANDLE, ntdll_base: u64, trace: &TraceSet) -> Result<Hooks, EngineError> {
     let mem = LiveMemory { process };
     let exports = pe::exports(&mem, ntdll_base)
         .map_err(|e| EngineError::Os { what: format!("reading ntdll's exports ({e})"), code: 0 })?;
@@ -797,12 +814,20 @@ fn install_hooks(process: HANDLE, ntdll_base: u64) -> Result<Hooks, EngineError>
         let mut window = [0u8; stub::STUB_WINDOW];
         let n = mem.read_partial(export.address, &mut window);
         let Some(shape) = stub::recognize(&window[..n]) else { continue };
+        // A function outside -e trace= keeps its stub: it costs nothing.
+        if !trace.matches(&export.name) {
+            continue;
+        }
         stubs.push(StubToTrace {
             address: export.address,
             code: shape.code,
             no_return: is_no_return(&export.name),
         });
         names.push(Arc::from(export.name));
+    }
+    if stubs.is_empty() && !trace.is_everything() {
+        // The filter left nothing to trace here: fine, nothing to patch.
+        return Ok(Hooks { trampolines: empty_trampolines(), names: Vec::new(), originals: Vec::new() });
     }
     if stubs.is_empty() {
         return Err(EngineError::Os {
@@ -838,6 +863,19 @@ fn install_hooks(process: HANDLE, ntdll_base: u64) -> Result<Hooks, EngineError>
         patch_code(process, stub.address, &patch)?;
     }
     Ok(Hooks { trampolines, names, originals })
+}
+
+/// Trampolines for no stub at all: nothing is allocated, no trap matches.
+fn empty_trampolines() -> Trampolines {
+    Trampolines {
+        base: 0,
+        code_base: 0,
+        code: Vec::new(),
+        return_trap: u64::MAX,
+        entry_trap: u64::MAX,
+        thunks: Vec::new(),
+        copies: Vec::new(),
+    }
 }
 
 /// Allocates `size` bytes for trampolines, within ±2 GiB of `near` when it
