@@ -5,7 +5,9 @@
 //! it all builds and tests on Linux.
 
 pub mod event;
+pub mod json;
 pub mod memory;
 pub mod ntstatus;
+pub mod summary;
 pub mod text;
 pub mod value;
