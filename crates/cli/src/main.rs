@@ -14,6 +14,8 @@ mod target;
 
 use per_process::PerProcessSink;
 use winstrace_core::event::EventSink;
+use winstrace_core::json::JsonSink;
+use winstrace_core::summary::{SortBy, SummarySink, TeeSink};
 use winstrace_core::text::TextSink;
 use winstrace_filter::{StatusFilter, TraceSet};
 
@@ -78,12 +80,37 @@ struct Cli {
     #[arg(short = 'z')]
     successful_only: bool,
 
+    /// Instead of the trace, print a summary at exit: time, calls and
+    /// errors per function.
+    #[arg(short = 'c', conflicts_with_all = ["summary_too", "json"])]
+    summary_only: bool,
+
+    /// Print the trace and, at exit, the summary.
+    #[arg(short = 'C', conflicts_with = "json")]
+    summary_too: bool,
+
+    /// Sort the summary by time (the default), calls, name or errors.
+    #[arg(short = 'S', value_enum, value_name = "SORTBY", default_value_t = SortKey::Time)]
+    sort_by: SortKey,
+
+    /// Write events as JSON Lines (schema: docs/json-schema.md) instead of text.
+    #[arg(long)]
+    json: bool,
+
     /// Program to start and trace, then its arguments.
     #[arg(value_name = "PROGRAM", required_unless_present = "attach")]
     program: Option<String>,
 
     #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum SortKey {
+    Time,
+    Calls,
+    Name,
+    Errors,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,13 +132,24 @@ fn main() -> ExitCode {
 
 /// The trace's destination: a file is buffered, standard error is written
 /// line by line so that trace and program output interleave in order.
-fn open_output(path: Option<&PathBuf>) -> Result<(Box<dyn Write>, bool), String> {
+/// Returns a second writer to the same place when `twice` (for -C).
+fn open_output(
+    path: Option<&PathBuf>,
+    twice: bool,
+) -> Result<(Box<dyn Write>, Option<Box<dyn Write>>, bool), String> {
     match path {
         Some(path) => {
             let file = File::create(path).map_err(|e| format!("cannot create '{}': {e}", path.display()))?;
-            Ok((Box::new(BufWriter::with_capacity(1 << 16, file)), false))
+            let second: Option<Box<dyn Write>> = match twice {
+                true => Some(Box::new(file.try_clone().map_err(|e| format!("'{}': {e}", path.display()))?)),
+                false => None,
+            };
+            Ok((Box::new(BufWriter::with_capacity(1 << 16, file)), second, false))
         }
-        None => Ok((Box::new(BufWriter::new(io::stderr())), true)),
+        None => {
+            let second: Option<Box<dyn Write>> = twice.then(|| Box::new(io::stderr()) as Box<dyn Write>);
+            Ok((Box::new(BufWriter::new(io::stderr())), second, true))
+        }
     }
 }
 
@@ -125,13 +163,29 @@ fn trace_set(cli: &Cli) -> Result<TraceSet, String> {
 
 /// The sink the options ask for.
 fn build_sink(cli: &Cli) -> Result<Box<dyn EventSink>, String> {
-    if cli.follow >= 2 {
+    let sort = match cli.sort_by {
+        SortKey::Time => SortBy::Time,
+        SortKey::Calls => SortBy::Calls,
+        SortKey::Name => SortBy::Name,
+        SortKey::Errors => SortBy::Errors,
+    };
+    if cli.follow >= 2 && !cli.json && !cli.summary_only {
         if let Some(prefix) = &cli.output {
             return Ok(Box::new(PerProcessSink::new(prefix.clone(), text_options(cli, false))));
         }
     }
-    let (out, flush_each_line) = open_output(cli.output.as_ref())?;
-    Ok(Box::new(TextSink::new(out, text_options(cli, flush_each_line))))
+    let (out, second, flush_each_line) = open_output(cli.output.as_ref(), cli.summary_too)?;
+    if cli.summary_only {
+        return Ok(Box::new(SummarySink::new(out, sort)));
+    }
+    if cli.json {
+        return Ok(Box::new(JsonSink::new(out, env!("CARGO_PKG_VERSION")).flush_each_line(flush_each_line)));
+    }
+    let text = Box::new(TextSink::new(out, text_options(cli, flush_each_line)));
+    match second {
+        Some(second) => Ok(Box::new(TeeSink::new(vec![text, Box::new(SummarySink::new(second, sort))]))),
+        None => Ok(text),
+    }
 }
 
 fn text_options(cli: &Cli, flush_each_line: bool) -> winstrace_core::text::TextOptions {
