@@ -21,15 +21,7 @@ use winstrace_filter::{StatusFilter, TraceSet};
 
 /// strace for Windows: trace the native API (ntdll Nt*) calls of a program.
 #[derive(Parser, Debug)]
-#[command(
-    name = "winstrace",
-    version,
-    about,
-    after_help = "Each call prints as NAME(ARGS...) = STATUS, e.g.\n  \
-        NtOpenFile(0x5ff6a8, 0x100001, 0x5ff6b0, 0x5ff6c0, ...) = 0xc0000034 STATUS_OBJECT_NAME_NOT_FOUND\n\
-        Ctrl-C detaches: the traps are removed and the target runs on.\n\
-        winstrace exits with the target's exit code."
-)]
+#[command(name = "winstrace", version, about)]
 struct Cli {
     /// Write the trace to FILE instead of standard error.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
@@ -119,8 +111,31 @@ enum Engine {
     Debug,
 }
 
+/// The text after the options in --help: the output format and the classes
+/// of -e trace=%CLASS, listed from the filter crate's data.
+fn after_help() -> String {
+    let mut text = String::from(
+        "Each call prints as NAME(ARGS...) = STATUS, e.g.\n  \
+         NtOpenFile(0x5ff6a8, 0x100001, 0x5ff6b0, 0x5ff6c0, ...) = 0xc0000034 STATUS_OBJECT_NAME_NOT_FOUND\n\n\
+         Classes for -e trace=%CLASS:\n",
+    );
+    for class in winstrace_filter::classes() {
+        text.push_str(&format!("  %{:<10} {}\n", class.name, class.description));
+    }
+    text.push_str(
+        "\nCtrl-C detaches: the traps are removed and the target runs on.\n\
+         winstrace exits with the target's exit code.",
+    );
+    text
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().after_help(after_help()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(&cli) {
         Ok(code) => code,
         Err(message) => {

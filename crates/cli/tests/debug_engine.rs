@@ -238,6 +238,12 @@ fn help_and_version() {
     assert_eq!(code, 0);
     assert!(stdout.contains("Usage: winstrace"), "{stdout}");
     assert!(stdout.contains("-p, --attach <PID|NAME>"));
+    // The classes of -e trace=%CLASS are listed from the filter's data.
+    for class in
+        ["%file", "%registry", "%process", "%thread", "%memory", "%sync", "%section", "%token", "%system"]
+    {
+        assert!(stdout.contains(&format!("  {class} ")), "{class} missing from --help");
+    }
     let (code, stdout, _) = winstrace_plain(&["--version"]);
     assert_eq!(code, 0);
     assert_eq!(stdout, format!("winstrace {}\n", env!("CARGO_PKG_VERSION")));
