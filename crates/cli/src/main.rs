@@ -64,6 +64,14 @@ struct Cli {
     #[arg(short = 'e', value_name = "EXPR")]
     expressions: Vec<String>,
 
+    /// Show at most N characters of each string and N bytes of each buffer.
+    #[arg(short = 's', value_name = "N", default_value_t = 32)]
+    string_limit: usize,
+
+    /// -X raw: print every argument as a raw number (names are kept).
+    #[arg(short = 'X', value_enum, value_name = "FORMAT")]
+    format: Option<ArgFormat>,
+
     /// Show only calls that failed (NTSTATUS warning or error severity).
     #[arg(short = 'Z', conflicts_with = "successful_only")]
     failed_only: bool,
@@ -95,6 +103,14 @@ struct Cli {
 
     #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum ArgFormat {
+    /// Raw numbers.
+    Raw,
+    /// Decoded values (the default).
+    Verbose,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -234,6 +250,10 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             (true, _) => StatusFilter::FailedOnly,
             (_, true) => StatusFilter::SuccessfulOnly,
             _ => StatusFilter::All,
+        },
+        decode: winstrace_decode::DecodeOptions {
+            string_limit: cli.string_limit,
+            raw: cli.format == Some(ArgFormat::Raw),
         },
     };
     let outcome = engine::trace(&target, &options, sink.as_mut()).map_err(|e| e.to_string())?;

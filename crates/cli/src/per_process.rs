@@ -68,6 +68,7 @@ mod tests {
         sink.event(&exit(10, 3)).unwrap();
         sink.event(&exit(20, 4)).unwrap();
         sink.finish().unwrap();
+        drop(sink); // Windows removes no file that is still open.
         assert_eq!(std::fs::read_to_string(dir.join("trace.10")).unwrap(), "+++ exited with 3 +++\n");
         assert_eq!(std::fs::read_to_string(dir.join("trace.20")).unwrap(), "+++ exited with 4 +++\n");
         std::fs::remove_dir_all(&dir).unwrap();

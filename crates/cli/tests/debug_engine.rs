@@ -13,10 +13,12 @@ use support::*;
 const NOT_FOUND: &str = "= 0xc0000034 STATUS_OBJECT_NAME_NOT_FOUND";
 const SUCCESS: &str = "= 0x0 STATUS_SUCCESS";
 
-/// The first argument of a call line: `NtClose(0x24, ...)` gives `0x24`.
+/// The value of the first argument of a call line: `NtClose(Handle=0x24)`
+/// gives `0x24`.
 fn first_arg(line: &str) -> &str {
     let inner = &line[line.find('(').unwrap() + 1..];
-    inner.split([',', ')']).next().unwrap()
+    let arg = inner.split([',', ')']).next().unwrap();
+    arg.split_once('=').map_or(arg, |(_, value)| value)
 }
 
 #[test]
@@ -40,7 +42,7 @@ fn file_is_created_written_and_closed_in_order() {
         .filter(|&i| lines[i].starts_with("NtWriteFile("))
         .find(|&i| {
             let h = first_arg(lines[i]);
-            lines[i + 1..].iter().any(|l| l.starts_with(&format!("NtClose({h},")))
+            lines[i + 1..].iter().any(|l| l.starts_with(&format!("NtClose(Handle={h})")))
         })
         .expect("an NtWriteFile on a handle that is then closed");
     assert!(lines[file_write].ends_with(SUCCESS), "{}", lines[file_write]);
@@ -48,7 +50,7 @@ fn file_is_created_written_and_closed_in_order() {
     let create =
         lines[..file_write].iter().rposition(|l| l.starts_with("NtCreateFile(")).expect("NtCreateFile first");
     assert!(lines[create].ends_with(SUCCESS), "{}", lines[create]);
-    let close = run.find_from(file_write, &format!("NtClose({handle},")).unwrap();
+    let close = run.find_from(file_write, &format!("NtClose(Handle={handle})")).unwrap();
     assert!(lines[close].ends_with(SUCCESS), "{}", lines[close]);
 }
 
@@ -85,7 +87,7 @@ fn registry_key_created_and_value_set() {
     let set = run.find_from(create, "NtSetValueKey(").expect("NtSetValueKey after NtCreateKey");
     assert!(lines[set].ends_with(SUCCESS), "{}", lines[set]);
     let handle = first_arg(lines[set]);
-    let close = run.find_from(set, &format!("NtClose({handle},")).expect("the key handle closed");
+    let close = run.find_from(set, &format!("NtClose(Handle={handle})")).expect("the key handle closed");
     assert!(lines[close].ends_with(SUCCESS));
     let delete = run.find_from(close, "NtDeleteKey(").expect("NtDeleteKey");
     assert!(lines[delete].ends_with(SUCCESS));

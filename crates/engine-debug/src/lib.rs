@@ -35,6 +35,8 @@ pub struct Options {
     pub trace: winstrace_filter::TraceSet,
     /// Which calls to report by their result (`-Z`, `-z`).
     pub status: winstrace_filter::StatusFilter,
+    /// How arguments are decoded (`-s`, `-X raw`).
+    pub decode: winstrace_decode::DecodeOptions,
 }
 
 /// How tracing ended.

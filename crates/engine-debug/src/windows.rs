@@ -37,7 +37,7 @@ use windows_sys::Win32::System::Threading::{
     OpenProcess, DEBUG_ONLY_THIS_PROCESS, DEBUG_PROCESS, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
-use winstrace_core::event::{Arg, Call, CallResult, Event, EventKind, EventSink, ProcessStart};
+use winstrace_core::event::{Call, CallResult, Event, EventKind, EventSink, ProcessStart};
 use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{self, Frame, StubToTrace, Trampolines, FRAME_SIZE, SLOTS_BYTES};
 use winstrace_hook::{pe, stub};
@@ -555,34 +555,28 @@ impl Engine<'_> {
         Some(Next::Continue(DBG_CONTINUE))
     }
 
-    /// The call a frame describes, decoded against the live target.
+    /// The call a frame describes, its arguments decoded from the live
+    /// target (which is stopped while we read it).
     fn call_from_frame(&self, pid: u32, frame_address: u64, frame: &Frame, returned: bool) -> Option<Call> {
         let p = self.processes.get(&pid)?;
         let hooks = p.hooks.as_ref()?;
         let index = hooks.trampolines.stub_index(frame.stub_copy)?;
-        let (entry_time, duration) = if returned {
-            (
-                Some(self.clock.time_of(frame.entry_tsc)),
-                Some(self.clock.duration(frame.entry_tsc, frame.return_tsc)),
-            )
-        } else {
-            (Some(self.clock.time_of(frame.entry_tsc)), None)
-        };
+        let function = hooks.names[index].clone();
+        // System calls return an NTSTATUS in EAX; the upper half of RAX
+        // carries nothing.
+        let status = returned.then_some(u64::from(frame.rax as u32));
+        let mem = LiveMemory { process: p.handle };
+        let (args, args_complete) =
+            winstrace_decode::decode_call(&function, &frame.args, status, &mem, &self.options.decode);
         Some(Call {
-            function: hooks.names[index].clone(),
+            function,
             id: frame_address,
-            args: frame.args[..4].iter().copied().map(Arg::raw).collect(),
-            args_complete: false,
-            // System calls return an NTSTATUS in EAX; the upper half of RAX
-            // carries nothing.
-            result: if returned {
-                CallResult::Returned(u64::from(frame.rax as u32))
-            } else {
-                CallResult::NoReturn
-            },
+            args,
+            args_complete,
+            result: status.map_or(CallResult::NoReturn, CallResult::Returned),
             resumed: false,
-            entry_time,
-            duration,
+            entry_time: Some(self.clock.time_of(frame.entry_tsc)),
+            duration: returned.then(|| self.clock.duration(frame.entry_tsc, frame.return_tsc)),
         })
     }
 
