@@ -136,10 +136,10 @@ pub(crate) fn access_value(object: Option<&str>, v: u64) -> Value {
     Value::Flags { raw: v, names, rest }
 }
 
-/// Reads `units` UTF-16 code units at `addr`, at most the string limit.
+/// Reads `units` UTF-16 code units at `addr`, at most `limit`.
 /// Nothing readable: `Unreadable`; part: the part, noted.
-fn wide_string(cx: &Cx, addr: u64, units: usize, mut notes: Vec<&'static str>) -> Value {
-    let want = units.min(cx.limit);
+fn wide_string(cx: &Cx, addr: u64, units: usize, limit: usize, mut notes: Vec<&'static str>) -> Value {
+    let want = units.min(limit);
     let mut bytes = vec![0u8; want * 2];
     let got = cx.mem.read_partial(addr, &mut bytes) / 2;
     if got < want {
@@ -185,7 +185,9 @@ pub(crate) fn unicode_string(cx: &Cx, addr: u64) -> Value {
         }
         return Value::Str { text: String::new(), truncated: false, notes };
     }
-    wide_string(cx, buf, units, notes)
+    // Names and paths are shown whole, as strace shows file names whatever
+    // -s says; a UNICODE_STRING holds at most 0xFFFE bytes anyway.
+    wide_string(cx, buf, units, usize::from(u16::MAX) / 2, notes)
 }
 
 /// A NUL-terminated UTF-16 string at `addr`.
@@ -334,7 +336,7 @@ pub(crate) fn structure(cx: &Cx, def: &StructDef, addr: u64, avail: Option<u64>)
                 let mut v = match &f.spec {
                     Spec::WChars(_) => {
                         let notes = if total % 2 == 1 { vec!["odd length"] } else { Vec::new() };
-                        wide_string(cx, at, (take / 2) as usize, notes)
+                        wide_string(cx, at, (take / 2) as usize, cx.limit, notes)
                     }
                     Spec::Bytes(_) => bytes(cx, at, take),
                     Spec::RegData { ty, .. } => match field_uint(cx, def, addr, ty) {

@@ -113,7 +113,9 @@ fn every_signature_over_all_readable_noise() {
             let (decoded, _) = decode_call(sig.name, &args, Some(0), &Noise, &DecodeOptions::default());
             let text = args_text(&decoded);
             // Everything is readable and limits hold: lines stay bounded.
-            assert!(text.len() < 64 * 1024, "{}: {} bytes", sig.name, text.len());
+            // Names are shown whole (up to a UNICODE_STRING's 32767
+            // units, escaped), so a few noise names make a long line.
+            assert!(text.len() < 1024 * 1024, "{}: {} bytes", sig.name, text.len());
         }
     }
 }
