@@ -64,6 +64,11 @@ struct Cli {
     #[arg(short = 'e', value_name = "EXPR")]
     expressions: Vec<String>,
 
+    /// Show what handles refer to: files, registry keys, processes, threads
+    /// and named objects, as 0x24<C:\x.txt>.
+    #[arg(short = 'y')]
+    handle_names: bool,
+
     /// Show at most N characters of each string and N bytes of each buffer.
     #[arg(short = 's', value_name = "N", default_value_t = 32)]
     string_limit: usize,
@@ -251,6 +256,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             (_, true) => StatusFilter::SuccessfulOnly,
             _ => StatusFilter::All,
         },
+        handle_names: cli.handle_names,
         decode: winstrace_decode::DecodeOptions {
             string_limit: cli.string_limit,
             raw: cli.format == Some(ArgFormat::Raw),

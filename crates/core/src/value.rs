@@ -13,6 +13,7 @@
 //! | [`Value::Unsigned`], [`Value::Signed`] | `42`, `-1` | sizes, counts, lengths: decimal |
 //! | [`Value::Bool`] | `TRUE`, `FALSE` | any other byte prints in decimal |
 //! | [`Value::Handle`] | `0x24`, `NULL`, `NtCurrentProcess()` | pseudo-handles by their phnt macro name (below) |
+//! | [`Value::NamedHandle`] | `0x24<C:\x.txt>`, `0x30<HKCU\Software>`, `0x44<pid 12>` | with `-y`: what the handle refers to |
 //! | [`Value::Enum`] | `FileBasicInformation` | unknown values in hex: `0x63` |
 //! | [`Value::Flags`] | `FILE_SHARE_READ\|FILE_SHARE_WRITE\|0x100` | leftover bits last, in hex; `0` when no bit is set |
 //! | [`Value::Str`] | `"C:\\x"... (odd length)` | see below |
@@ -71,6 +72,8 @@ pub enum Value {
     Bool(u8),
     /// A handle: `NULL`, a pseudo-handle name, or hex.
     Handle(u64),
+    /// A handle with what it refers to (`-y`): `0x24<C:\x.txt>`.
+    NamedHandle { raw: u64, name: String },
     /// A value of an enumeration: its name, or hex when the value has none.
     Enum { raw: u64, name: Option<&'static str> },
     /// A flag set: the names of the set bits, then the bits without a name
@@ -140,6 +143,12 @@ impl Value {
                 }
             },
             Value::Handle(h) => write_handle(out, *h),
+            Value::NamedHandle { raw, name } => {
+                write_handle(out, *raw);
+                out.push('<');
+                out.push_str(name);
+                out.push('>');
+            }
             Value::Enum { raw, name } => match name {
                 Some(name) => out.push_str(name),
                 None => {
@@ -334,6 +343,12 @@ mod tests {
 
     fn s(text: &str, truncated: bool, notes: &[&'static str]) -> Value {
         Value::Str { text: text.into(), truncated, notes: notes.to_vec() }
+    }
+
+    #[test]
+    fn named_handles() {
+        let v = Value::NamedHandle { raw: 0x24, name: "C:\\x.txt".into() };
+        assert_eq!(text(&v), "0x24<C:\\x.txt>");
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::fmt;
 
 pub mod clock;
 #[cfg(windows)]
+mod handles;
+#[cfg(windows)]
 mod windows;
 #[cfg(windows)]
 pub use windows::{install_ctrl_c_handler, list_processes, trace};
@@ -37,6 +39,8 @@ pub struct Options {
     pub status: winstrace_filter::StatusFilter,
     /// How arguments are decoded (`-s`, `-X raw`).
     pub decode: winstrace_decode::DecodeOptions,
+    /// Show what handles refer to (`-y`).
+    pub handle_names: bool,
 }
 
 /// How tracing ended.
@@ -168,5 +172,97 @@ mod tests {
         let s = Stats { debug_events: 110, calls: 100, hooked_functions: 1 };
         assert!((s.events_per_call() - 1.1).abs() < 1e-9);
         assert_eq!(Stats::default().events_per_call(), 0.0);
+    }
+}
+
+/// What `-y` shows for a handle, from the object's type and NT name (and,
+/// for files, the DOS path when Windows can map it). `user_sid` is the
+/// tracer's user, whose `\REGISTRY\USER\<sid>` is HKCU. `None`: nothing
+/// worth showing (an unnamed event, say).
+pub fn handle_display_name(
+    object_type: &str,
+    nt_name: &str,
+    dos_path: Option<&str>,
+    id: Option<u32>,
+    user_sid: Option<&str>,
+) -> Option<String> {
+    match object_type {
+        "File" => dos_path.map(str::to_string).or_else(|| (!nt_name.is_empty()).then(|| nt_name.to_string())),
+        "Key" => Some(registry_name(nt_name, user_sid)),
+        "Process" => id.map(|pid| format!("pid {pid}")),
+        "Thread" => id.map(|tid| format!("tid {tid}")),
+        _ => (!nt_name.is_empty()).then(|| nt_name.to_string()),
+    }
+}
+
+/// `\REGISTRY\MACHINE\SOFTWARE\X` -> `HKLM\SOFTWARE\X`, and the user's own
+/// hive to `HKCU`, as regedit and Process Monitor write them.
+fn registry_name(nt_name: &str, user_sid: Option<&str>) -> String {
+    let upper = nt_name.to_ascii_uppercase();
+    let replace = |prefix_len: usize, root: &str| format!("{root}{}", &nt_name[prefix_len..]);
+    if let Some(sid) = user_sid {
+        let user_root = format!("\\REGISTRY\\USER\\{}", sid.to_ascii_uppercase());
+        if upper == user_root || upper.starts_with(&format!("{user_root}\\")) {
+            return replace(user_root.len(), "HKCU");
+        }
+    }
+    for (prefix, root) in [("\\REGISTRY\\MACHINE", "HKLM"), ("\\REGISTRY\\USER", "HKU")] {
+        if upper == prefix || upper.starts_with(&format!("{prefix}\\")) {
+            return replace(prefix.len(), root);
+        }
+    }
+    nt_name.to_string()
+}
+
+#[cfg(test)]
+mod handle_name_tests {
+    use super::handle_display_name as name;
+
+    #[test]
+    fn files_prefer_the_dos_path() {
+        assert_eq!(
+            name("File", "\\Device\\HarddiskVolume1\\x.txt", Some("C:\\x.txt"), None, None).unwrap(),
+            "C:\\x.txt"
+        );
+        assert_eq!(
+            name("File", "\\Device\\NamedPipe\\p", None, None, None).unwrap(),
+            "\\Device\\NamedPipe\\p"
+        );
+        assert_eq!(name("File", "", None, None, None), None);
+    }
+
+    #[test]
+    fn registry_roots_get_their_short_names() {
+        let sid = Some("S-1-5-21-0-0-0-1000");
+        assert_eq!(
+            name("Key", "\\REGISTRY\\USER\\S-1-5-21-0-0-0-1000\\Software\\X", None, None, sid).unwrap(),
+            "HKCU\\Software\\X"
+        );
+        assert_eq!(name("Key", "\\REGISTRY\\USER\\S-1-5-21-0-0-0-1000", None, None, sid).unwrap(), "HKCU");
+        assert_eq!(
+            name("Key", "\\Registry\\Machine\\Software\\Wine", None, None, sid).unwrap(),
+            "HKLM\\Software\\Wine"
+        );
+        assert_eq!(
+            name("Key", "\\REGISTRY\\USER\\.DEFAULT\\X", None, None, sid).unwrap(),
+            "HKU\\.DEFAULT\\X"
+        );
+        // Another user's hive, or no SID known, stays under HKU.
+        assert_eq!(
+            name("Key", "\\REGISTRY\\USER\\S-1-5-21-0-0-0-1000\\X", None, None, None).unwrap(),
+            "HKU\\S-1-5-21-0-0-0-1000\\X"
+        );
+        assert_eq!(name("Key", "\\REGISTRY\\MACHINEX", None, None, sid).unwrap(), "\\REGISTRY\\MACHINEX");
+    }
+
+    #[test]
+    fn processes_threads_and_named_objects() {
+        assert_eq!(name("Process", "", None, Some(12), None).unwrap(), "pid 12");
+        assert_eq!(name("Thread", "", None, Some(16), None).unwrap(), "tid 16");
+        assert_eq!(
+            name("Event", "\\BaseNamedObjects\\Ready", None, None, None).unwrap(),
+            "\\BaseNamedObjects\\Ready"
+        );
+        assert_eq!(name("Event", "", None, None, None), None);
     }
 }

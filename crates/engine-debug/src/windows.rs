@@ -37,7 +37,7 @@ use windows_sys::Win32::System::Threading::{
     OpenProcess, DEBUG_ONLY_THIS_PROCESS, DEBUG_PROCESS, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
-use winstrace_core::event::{Call, CallResult, Event, EventKind, EventSink, ProcessStart};
+use winstrace_core::event::{Call, CallResult, Event, EventKind, EventSink, ProcessStart, Value};
 use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{self, Frame, StubToTrace, Trampolines, FRAME_SIZE, SLOTS_BYTES};
 use winstrace_hook::{pe, stub};
@@ -45,6 +45,7 @@ use winstrace_hook::{pe, stub};
 use winstrace_filter::{StatusFilter, TraceSet};
 
 use crate::clock::TscClock;
+use crate::handles::HandleNamer;
 use crate::{is_no_return, EngineError, Options, Outcome, ProcessEntry, Stats, Target};
 
 /// Set by the console control handler; the event loop polls it.
@@ -204,6 +205,7 @@ pub fn trace(target: &Target, options: &Options, sink: &mut dyn EventSink) -> Re
         clock: TscClock::calibrate(),
         first_exit_code: None,
         options: options.clone(),
+        handle_names: options.handle_names.then(HandleNamer::new),
     };
     match target {
         Target::Launch { program, args } => engine.launch(program, args, options.follow_children)?,
@@ -224,6 +226,8 @@ struct Engine<'s> {
     /// Turns the time-stamp counter values the trampolines record into times.
     clock: TscClock,
     options: Options,
+    /// `-y`: names of handles, when asked for.
+    handle_names: Option<HandleNamer>,
     first_exit_code: Option<u32>,
 }
 
@@ -419,6 +423,9 @@ impl Engine<'_> {
                 let code = unsafe { ev.u.ExitProcess.dwExitCode };
                 self.emit(pid, tid, EventKind::ProcessExit { code });
                 self.processes.remove(&pid);
+                if let Some(namer) = self.handle_names.as_mut() {
+                    namer.forget_process(pid);
+                }
                 if pid == self.first_pid {
                     self.first_exit_code = Some(code);
                 }
@@ -550,8 +557,15 @@ impl Engine<'_> {
         if !self.options.status.shows(result) {
             return Some(Next::Continue(DBG_CONTINUE));
         }
+        self.name_handles(pid, &mut call);
         let time = if returned { self.clock.time_of(frame.return_tsc) } else { SystemTime::now() };
+        let closed = (&*call.function == "NtClose" && call.result == CallResult::Returned(0))
+            .then(|| call.args.first().map(|a| a.raw))
+            .flatten();
         self.emit_at(pid, tid, time, EventKind::Call(call));
+        if let (Some(namer), Some(handle)) = (self.handle_names.as_mut(), closed) {
+            namer.forget(pid, handle);
+        }
         Some(Next::Continue(DBG_CONTINUE))
     }
 
@@ -578,6 +592,17 @@ impl Engine<'_> {
             entry_time: Some(self.clock.time_of(frame.entry_tsc)),
             duration: returned.then(|| self.clock.duration(frame.entry_tsc, frame.return_tsc)),
         })
+    }
+
+    /// `-y`: replaces each handle in the arguments (and in the structures
+    /// they point to, such as OBJECT_ATTRIBUTES' root) by the handle with
+    /// its name.
+    fn name_handles(&mut self, pid: u32, call: &mut Call) {
+        let Some(namer) = self.handle_names.as_mut() else { return };
+        let Some(process) = self.processes.get(&pid).map(|p| p.handle) else { return };
+        for arg in &mut call.args {
+            name_handles_in(namer, process, pid, &mut arg.value, false);
+        }
     }
 
     /// Reports, as `<unfinished ...>`, every traced call in flight that is
@@ -618,6 +643,7 @@ impl Engine<'_> {
         for (thread_id, frame_address, frame) in fresh {
             let Some(mut call) = self.call_from_frame(pid, frame_address, &frame, false) else { continue };
             call.duration = None;
+            self.name_handles(pid, &mut call);
             let time = call.entry_time.unwrap_or_else(SystemTime::now);
             if let Some(p) = self.processes.get_mut(&pid) {
                 p.announced.insert((thread_id, frame_address));
@@ -690,6 +716,39 @@ impl Engine<'_> {
             self.emit(pid, 0, EventKind::Detached);
         }
         self.processes.clear();
+    }
+}
+
+/// Names the handles inside `value`. `fresh`: the value was just handed out
+/// by the call (an out `[0x24]`), so what was known of that handle value
+/// belongs to a closed handle and is forgotten first.
+fn name_handles_in(namer: &mut HandleNamer, process: HANDLE, pid: u32, value: &mut Value, fresh: bool) {
+    match value {
+        Value::Handle(handle) => {
+            let handle = *handle;
+            // NULL and the pseudo-handles (-1 .. -6) name themselves.
+            if handle == 0 || handle >= (-6i64) as u64 {
+                return;
+            }
+            if fresh {
+                namer.forget(pid, handle);
+            }
+            if let Some(name) = namer.name(process, pid, handle) {
+                *value = Value::NamedHandle { raw: handle, name };
+            }
+        }
+        Value::Pointer(inner) => name_handles_in(namer, process, pid, inner, true),
+        Value::Struct(fields) => {
+            for field in fields {
+                name_handles_in(namer, process, pid, &mut field.value, false);
+            }
+        }
+        Value::Array { items, .. } => {
+            for item in items {
+                name_handles_in(namer, process, pid, item, false);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -1,0 +1,75 @@
+//! `-y`: handles shown with what they refer to, under Wine.
+
+#![cfg(windows)]
+
+mod support;
+
+use support::*;
+
+#[test]
+fn files_show_their_dos_path_from_creation_to_close() {
+    let path = temp_path("named.txt");
+    let path = path.to_str().unwrap();
+    let run =
+        winstrace(&["-y", "-e", "trace=NtCreateFile,NtWriteFile,NtClose", TESTPROG, "file", path, "hey"]);
+    let _ = std::fs::remove_file(path);
+    let named = format!("<{path}>");
+    let create = run.calls("NtCreateFile").into_iter().find(|l| l.contains(&named)).expect("the create");
+    assert!(
+        create.starts_with(&format!("NtCreateFile(FileHandle=[0x")) && create.contains(&format!("{named}]"))
+    );
+    let write = run.calls("NtWriteFile").into_iter().find(|l| l.contains(&named)).expect("the write");
+    assert!(write.contains(", Buffer=\"hey\", Length=3,"), "{write}");
+    let closes = run.calls("NtClose");
+    assert_eq!(closes.iter().filter(|l| l.contains(&named)).count(), 1, "{closes:?}");
+}
+
+#[test]
+fn registry_keys_show_hkcu_paths_even_for_handles_opened_before_tracing() {
+    let key = format!("Software\\wst-y-{}", std::process::id());
+    // NtOpenKey is not traced: the HKCU root handle the program opened at
+    // start-up was never seen created, and is looked up.
+    let run = winstrace(&[
+        "-y",
+        "-e",
+        "trace=NtCreateKey,NtSetValueKey",
+        TESTPROG,
+        "reg",
+        &key,
+        "N",
+        "v",
+        "--cleanup",
+    ]);
+    let create = run
+        .calls("NtCreateKey")
+        .into_iter()
+        .find(|l| l.contains(&format!("<HKCU\\{key}>]")))
+        .unwrap_or_else(|| panic!("{}", run.trace));
+    assert!(create.contains("ObjectAttributes={Root=0x"), "{create}");
+    assert!(create.contains("<HKCU>, Name="), "{create}");
+    let set = run.calls("NtSetValueKey");
+    assert!(set.iter().any(|l| l.starts_with("NtSetValueKey(KeyHandle=0x")
+        && l.contains(&format!("<HKCU\\{key}>, ValueName=\"N\""))));
+}
+
+#[test]
+fn process_and_thread_handles_show_their_ids() {
+    let run = winstrace(&["-f", "-y", "-e", "trace=NtCreateUserProcess", TESTPROG, "child", "4"]);
+    assert_eq!(run.stdout, "child exited with 4\n");
+    let child_pid: u32 = run
+        .lines()
+        .into_iter()
+        .filter_map(|l| l.strip_prefix("--- process started "))
+        .nth(1)
+        .expect("the child")
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let create = run.calls("NtCreateUserProcess");
+    assert_eq!(create.len(), 1);
+    assert!(create[0].starts_with("NtCreateUserProcess(ProcessHandle=[0x"), "{}", create[0]);
+    assert!(create[0].contains(&format!("<pid {child_pid}>], ThreadHandle=[0x")), "{}", create[0]);
+    assert!(create[0].contains("<tid "), "{}", create[0]);
+}
