@@ -19,20 +19,9 @@ fn windows_bin() -> PathBuf {
 }
 
 fn wine(exe: &Path, args: &[&str], stdout: &Path, stderr: &Path) -> Child {
-    use std::os::unix::process::CommandExt;
     // The project's runner picks its Wine prefix (with the ProcessPrng shim).
     // Output goes to files: wineserver may hold pipes open after exit.
-    let mut command = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/wine-runner"));
-    // SAFETY: between fork and exec only async-signal-safe signal(2) runs.
-    // A test run started in the background inherits SIGINT ignored, and
-    // Wine then never turns the signal this test sends into CTRL_C_EVENT.
-    unsafe {
-        command.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            Ok(())
-        });
-    }
-    command
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/wine-runner"))
         .arg(exe)
         .args(args)
         .stdin(Stdio::null())
@@ -90,9 +79,12 @@ fn sigint_detaches_from_an_attached_process_which_then_finishes() {
         &file("tracer.out"),
         &file("tracer.err"),
     );
-    let traced = wait_for(Duration::from_secs(60), || {
-        std::fs::read_to_string(&trace).is_ok_and(|t| t.matches("NtDelayExecution(").count() >= 3)
+    // The attach line is flushed at once (call lines sit in the file
+    // buffer until some other event or the end); then let it trace a while.
+    let attached = wait_for(Duration::from_secs(60), || {
+        std::fs::read_to_string(&trace).is_ok_and(|t| t.contains("--- attached to process "))
     });
+    std::thread::sleep(Duration::from_millis(1000));
     // What a terminal sends on Ctrl-C.
     let killed = Command::new("kill").args(["-INT", &tracer.id().to_string()]).status().unwrap();
     let tracer_code = wait(&mut tracer, Duration::from_secs(60), "winstrace after SIGINT");
@@ -103,14 +95,18 @@ fn sigint_detaches_from_an_attached_process_which_then_finishes() {
     let target_out = std::fs::read_to_string(file("target.out")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
 
-    assert!(traced, "the tracer never traced the sleeps: {trace_text}\n{tracer_err}");
+    assert!(attached, "the tracer never attached: {trace_text}\n{tracer_err}");
+    assert!(trace_text.matches("NtDelayExecution(").count() >= 3, "the sleeps were traced: {trace_text}");
     assert!(killed.success());
     assert_eq!(tracer_code, 0, "{tracer_err}");
     let lines: Vec<&str> = trace_text.lines().collect();
     assert!(lines[0].starts_with("--- attached to process "), "{}", lines[0]);
     assert!(lines[0].contains("wst-ctrlc-target.exe"), "{}", lines[0]);
     let last = *lines.last().unwrap();
-    assert!(last == "+++ detached +++" || last.ends_with("] +++ detached +++"), "{last}");
+    assert!(
+        last == "+++ detached +++" || last.ends_with("] +++ detached +++"),
+        "{last}\ntracer: {tracer_err}\ntarget ({target_code}): {target_out}"
+    );
     // The probes run after the detach: none is in the trace, and the target
     // finished on its own with its normal output and exit code.
     assert_eq!(trace_text.matches("NtQueryAttributesFile(").count(), 0, "{trace_text}");

@@ -115,18 +115,16 @@ pub fn decode_call(
     mem: &dyn TargetMemory,
     opts: &DecodeOptions,
 ) -> (Vec<Arg>, bool) {
-    let Some(sig) = winstrace_signatures::lookup(function) else {
+    let Some((sig, plan)) = signature_and_plan(function) else {
         return (raw_args.iter().take(REGISTER_ARGS).copied().map(Arg::raw).collect(), false);
     };
-    let call = CallCx { sig, raw_args };
+    let call = CallCx { sig, plan, raw_args };
     let outs_ok = result.is_some_and(|r| outs_valid(r as u32));
     let cx = Cx { mem, limit: opts.string_limit, access_object: call.access_object() };
     let mut args = Vec::with_capacity(sig.params.len());
     for (i, p) in sig.params.iter().enumerate() {
         let Some(&raw) = raw_args.get(i) else { return (args, false) };
-        let rule = data::param_rule(sig.name, p.name);
-        let dir = rule.and_then(|r| r.dir).unwrap_or(p.dir);
-        let out = dir != Dir::In;
+        let out = call.plan.params[i].out;
         let value = if opts.raw {
             Value::Hex(raw)
         } else if out && !outs_ok {
@@ -136,30 +134,81 @@ pub fn decode_call(
                 Value::Hex(raw)
             }
         } else {
-            call.decode_param(&cx, p, raw)
+            call.decode_param(&cx, i, raw)
         };
         args.push(Arg { name: Some(p.name), ty: Some(p.ty), out, raw, value });
     }
     (args, true)
 }
 
-/// One call being decoded: its signature and raw arguments, to look up
-/// parameters by name (lengths, classes, options).
+/// What decoding one function needs from the data files, resolved once
+/// per function rather than looked up by name for every call.
+struct Plan {
+    params: Vec<ParamPlan>,
+    access: Option<&'static data::AccessRule>,
+}
+
+struct ParamPlan {
+    /// Out or in-out (after params.tsv's direction fixes).
+    out: bool,
+    spec: Spec,
+    buffer: Option<&'static data::BufferRule>,
+}
+
+/// The signature of `function` (an `Nt*` or `Zw*` name) and its plan; the
+/// plans are built for every signature on first use.
+fn signature_and_plan(function: &str) -> Option<(&'static Signature, &'static Plan)> {
+    static PLANS: std::sync::OnceLock<Vec<Plan>> = std::sync::OnceLock::new();
+    let all = winstrace_signatures::all();
+    let index = match function.strip_prefix("Zw") {
+        Some(rest) => all.binary_search_by(|s| s.name[2..].cmp(rest).then(s.name[..2].cmp("Nt"))).ok()?,
+        None => all.binary_search_by(|s| s.name.cmp(function)).ok()?,
+    };
+    let plans = PLANS.get_or_init(|| {
+        all.iter()
+            .map(|sig| Plan {
+                params: sig
+                    .params
+                    .iter()
+                    .map(|p| {
+                        let dir = data::param_rule(sig.name, p.name).and_then(|r| r.dir).unwrap_or(p.dir);
+                        ParamPlan {
+                            out: dir != Dir::In,
+                            spec: spec_for(sig.name, p),
+                            buffer: data::buffer_rule(sig.name, p.name),
+                        }
+                    })
+                    .collect(),
+                access: data::access_rule(sig.name),
+            })
+            .collect()
+    });
+    Some((&all[index], &plans[index]))
+}
+
+/// One call being decoded: its signature, plan and raw arguments, to look
+/// up parameters by name (lengths, classes, options).
 struct CallCx<'a> {
     sig: &'static Signature,
+    plan: &'static Plan,
     raw_args: &'a [u64],
 }
 
 impl CallCx<'_> {
+    fn param_index(&self, name: &str) -> Option<usize> {
+        self.sig.params.iter().position(|p| p.name == name)
+    }
+
     fn param(&self, name: &str) -> Option<(&'static Param, u64)> {
-        let i = self.sig.params.iter().position(|p| p.name == name)?;
+        let i = self.param_index(name)?;
         Some((&self.sig.params[i], *self.raw_args.get(i)?))
     }
 
     /// The value of integer parameter `name`, cut to its type's width.
     fn param_uint(&self, name: &str) -> Option<u64> {
-        let (p, raw) = self.param(name)?;
-        Some(match spec_for(self.sig.name, p).width() {
+        let i = self.param_index(name)?;
+        let raw = *self.raw_args.get(i)?;
+        Some(match self.plan.params[i].spec.width() {
             w @ (1 | 2 | 4) => raw & ((1u64 << (8 * w)) - 1),
             _ => raw,
         })
@@ -167,7 +216,7 @@ impl CallCx<'_> {
 
     /// The xlat access table of the call's access masks.
     fn access_object(&self) -> Option<&'static str> {
-        let rule = data::access_rule(self.sig.name)?;
+        let rule = self.plan.access?;
         if let Some((param, mask, object)) = rule.switch {
             if self.param_uint(param).is_some_and(|v| v & mask != 0) {
                 return Some(object);
@@ -176,8 +225,9 @@ impl CallCx<'_> {
         Some(rule.object)
     }
 
-    fn decode_param(&self, cx: &Cx, p: &'static Param, raw: u64) -> Value {
-        if let Some(rule) = data::buffer_rule(self.sig.name, p.name) {
+    fn decode_param(&self, cx: &Cx, index: usize, raw: u64) -> Value {
+        let plan = &self.plan.params[index];
+        if let Some(rule) = plan.buffer {
             if raw == 0 {
                 return Value::Null;
             }
@@ -206,7 +256,7 @@ impl CallCx<'_> {
                 },
             };
         }
-        printers::decode(cx, &spec_for(self.sig.name, p), Src::Reg(raw))
+        printers::decode(cx, &plan.spec, Src::Reg(raw))
     }
 
     /// A buffer length from its source, or None when it cannot be had.
@@ -214,11 +264,12 @@ impl CallCx<'_> {
         match source? {
             LenSource::Param(name) => self.param_uint(name),
             LenSource::Deref(name) => {
-                let (p, ptr) = self.param(name)?;
+                let i = self.param_index(name)?;
+                let ptr = *self.raw_args.get(i)?;
                 if ptr == 0 {
                     return None;
                 }
-                let width = match spec_for(self.sig.name, p) {
+                let width = match &self.plan.params[i].spec {
                     Spec::Ptr(inner) => inner.width(),
                     _ => 4,
                 };
