@@ -85,7 +85,9 @@ impl MemoryImage {
 
     /// Adds bytes at `address`. Regions may not overlap.
     pub fn with(mut self, address: u64, bytes: impl Into<Vec<u8>>) -> MemoryImage {
-        self.regions.push((address, bytes.into()));
+        // Kept sorted by address, so a read finds its region by binary search.
+        let at = self.regions.partition_point(|(start, _)| *start < address);
+        self.regions.insert(at, (address, bytes.into()));
         self
     }
 }
@@ -94,15 +96,16 @@ impl TargetMemory for MemoryImage {
     fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable> {
         let unreadable = Unreadable { address };
         let end = address.checked_add(buf.len() as u64).ok_or(unreadable)?;
-        for (start, bytes) in &self.regions {
-            let region_end = start + bytes.len() as u64;
-            if address >= *start && end <= region_end {
-                let offset = (address - start) as usize;
-                buf.copy_from_slice(&bytes[offset..offset + buf.len()]);
-                return Ok(());
-            }
+        // The last region starting at or before `address` is the only one
+        // that can hold it.
+        let candidate = self.regions.partition_point(|(start, _)| *start <= address).checked_sub(1);
+        let (start, bytes) = candidate.map(|i| &self.regions[i]).ok_or(unreadable)?;
+        if end > start + bytes.len() as u64 {
+            return Err(unreadable);
         }
-        Err(unreadable)
+        let offset = (address - start) as usize;
+        buf.copy_from_slice(&bytes[offset..offset + buf.len()]);
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::event::{Arg, Call, CallResult, Event, EventKind, EventSink, Tid};
 use crate::ntstatus;
+use crate::value::push_hex;
 
 /// Which timestamp starts each line (strace's `-t`, `-tt`, `-ttt`, `-r`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -242,7 +243,7 @@ pub fn format_call(line: &mut String, call: &Call) {
     match call.result {
         CallResult::NoReturn => line.push('?'),
         CallResult::Returned(value) => {
-            let _ = write!(line, "{value:#x}");
+            push_hex(line, value);
             if let Some(name) = u32::try_from(value).ok().and_then(ntstatus::name) {
                 line.push(' ');
                 line.push_str(name);

@@ -101,7 +101,9 @@ fn main() {
         (start.elapsed(), bytes)
     };
     run(100_000); // warm-up
-    let events = 2_000_000;
+                  // WINSTRACE_BENCH_EVENTS shortens the run, e.g. under a profiler.
+    let events =
+        std::env::var("WINSTRACE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
     let mut rates: Vec<f64> = (0..5)
         .map(|_| {
             let (took, bytes) = run(events);

@@ -152,6 +152,10 @@ fn wide_string(cx: &Cx, addr: u64, units: usize, limit: usize, mut notes: Vec<&'
 }
 
 fn utf16(bytes: &[u8]) -> String {
+    // Paths and names are nearly always ASCII: copy those straight over.
+    if bytes.chunks_exact(2).all(|c| c[1] == 0 && c[0] < 0x80) {
+        return bytes.chunks_exact(2).map(|c| char::from(c[0])).collect();
+    }
     let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
     String::from_utf16_lossy(&units)
 }

@@ -166,7 +166,32 @@ pub const STANDARD_ACCESS: &str = "standard_access";
 pub const GENERIC_ACCESS: &str = "generic_access";
 
 /// The table called `name`, or the table `name` is an alias of.
+///
+/// Decoders ask by the same few `&'static str` names (from the data files
+/// and signatures) over and over, so a small cache keyed by the name's
+/// address and length answers most lookups without comparing strings.
 fn table(name: &str) -> Option<&'static Table> {
+    use std::cell::Cell;
+    const WAYS: usize = 32;
+    thread_local! {
+        static CACHE: [Cell<(usize, usize, usize)>; WAYS] = const { [const { Cell::new((0, 0, 0)) }; WAYS] };
+    }
+    let key = (name.as_ptr() as usize, name.len());
+    let slot = ((key.0 >> 3) ^ key.1) % WAYS;
+    let hit = CACHE.with(|c| {
+        let (ptr, len, index) = c[slot].get();
+        (ptr == key.0 && len == key.1).then_some(index)
+    });
+    if let Some(index) = hit {
+        return TABLES.get(index);
+    }
+    let found = table_by_name(name)?;
+    let index = TABLES.iter().position(|t| std::ptr::eq(t, found))?;
+    CACHE.with(|c| c[slot].set((key.0, key.1, index)));
+    Some(found)
+}
+
+fn table_by_name(name: &str) -> Option<&'static Table> {
     let find = |n: &str| TABLES.binary_search_by(|t| t.name.cmp(n)).ok().map(|i| &TABLES[i]);
     find(name).or_else(|| {
         let i = ALIASES.binary_search_by(|(alias, _)| (*alias).cmp(name)).ok()?;
