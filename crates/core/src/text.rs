@@ -264,19 +264,26 @@ fn format_arg(line: &mut String, arg: &Arg) {
 /// never breaks and control characters are visible.
 pub fn push_quoted(line: &mut String, text: &str) {
     line.push('"');
-    for c in text.chars() {
+    // Copy runs that need no escape in one go; most text is such a run.
+    let needs_escape = |b: u8| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\';
+    let mut rest = text;
+    while let Some(at) = rest.bytes().position(needs_escape) {
+        line.push_str(&rest[..at]);
+        let c = rest.as_bytes()[at];
         match c {
-            '"' => line.push_str("\\\""),
-            '\\' => line.push_str("\\\\"),
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            '\t' => line.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(line, "\\x{:02x}", c as u32);
+            b'"' => line.push_str("\\\""),
+            b'\\' => line.push_str("\\\\"),
+            b'\n' => line.push_str("\\n"),
+            b'\r' => line.push_str("\\r"),
+            b'\t' => line.push_str("\\t"),
+            c => {
+                let _ = write!(line, "\\x{c:02x}");
             }
-            c => line.push(c),
         }
+        // The escaped byte is ASCII, so `at + 1` is a char boundary.
+        rest = &rest[at + 1..];
     }
+    line.push_str(rest);
     line.push('"');
 }
 

@@ -259,7 +259,12 @@ fn write_flags(out: &mut String, raw: u64, names: &[&str], rest: u64) {
         }
         return;
     }
-    out.push_str(&names.join("|"));
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        out.push_str(name);
+    }
     if rest != 0 {
         out.push('|');
         push_hex(out, rest);
