@@ -98,6 +98,11 @@ struct Cli {
     #[arg(short = 'S', value_enum, value_name = "SORTBY", default_value_t = SortKey::Time)]
     sort_by: SortKey,
 
+    /// Record each call with the target memory its decoding read, for the
+    /// decoding benchmark (see BENCHMARKS.md).
+    #[arg(long, value_name = "FILE", hide = true)]
+    record_sample: Option<PathBuf>,
+
     /// Write events as JSON Lines (schema: docs/json-schema.md) instead of text.
     #[arg(long)]
     json: bool,
@@ -257,6 +262,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             _ => StatusFilter::All,
         },
         handle_names: cli.handle_names,
+        record_sample: cli.record_sample.clone(),
         decode: winstrace_decode::DecodeOptions {
             string_limit: cli.string_limit,
             raw: cli.format == Some(ArgFormat::Raw),

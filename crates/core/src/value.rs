@@ -115,6 +115,31 @@ pub fn push_hex(out: &mut String, v: u64) {
     out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
 }
 
+/// Appends `v` in decimal, as `{}` would, without `core::fmt`.
+fn push_decimal(out: &mut String, v: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    let mut rest = v;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // The digits are ASCII.
+    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
+}
+
+/// Appends `\xNN` for one byte.
+fn push_byte_escape(out: &mut String, b: u8) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.push_str("\\x");
+    out.push(char::from(DIGITS[usize::from(b >> 4)]));
+    out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+}
+
 /// A named member of a decoded structure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Field {
@@ -151,9 +176,7 @@ impl Value {
                 }
             }
             Value::Null => out.push_str("NULL"),
-            Value::Unsigned(v) => {
-                let _ = write!(out, "{v}");
-            }
+            Value::Unsigned(v) => push_decimal(out, *v),
             Value::Signed(v) => {
                 let _ = write!(out, "{v}");
             }
@@ -284,7 +307,7 @@ fn push_quoted_bytes(out: &mut String, bytes: &[u8]) {
     out.push('"');
     for &b in bytes {
         if !as_text {
-            let _ = write!(out, "\\x{b:02x}");
+            push_byte_escape(out, b);
             continue;
         }
         match b {
@@ -295,9 +318,7 @@ fn push_quoted_bytes(out: &mut String, bytes: &[u8]) {
             b'\t' => out.push_str("\\t"),
             0 => out.push_str("\\0"),
             b if is_texty(b) => out.push(b as char),
-            b => {
-                let _ = write!(out, "\\x{b:02x}");
-            }
+            b => push_byte_escape(out, b),
         }
     }
     out.push('"');
@@ -371,6 +392,20 @@ mod tests {
 
     fn s(text: &str, truncated: bool, notes: &[&'static str]) -> Value {
         Value::Str { text: text.into(), truncated, notes: notes.to_vec() }
+    }
+
+    #[test]
+    fn decimal_and_byte_escapes_match_the_standard_formatter() {
+        for v in [0, 7, 10, 99, 100, 12345, u64::MAX] {
+            let mut s = String::new();
+            push_decimal(&mut s, v);
+            assert_eq!(s, v.to_string());
+        }
+        for b in [0u8, 0x0f, 0x10, 0xab, 0xff] {
+            let mut s = String::new();
+            push_byte_escape(&mut s, b);
+            assert_eq!(s, format!("\\x{b:02x}"));
+        }
     }
 
     #[test]

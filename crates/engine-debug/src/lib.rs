@@ -41,6 +41,48 @@ pub struct Options {
     pub decode: winstrace_decode::DecodeOptions,
     /// Show what handles refer to (`-y`).
     pub handle_names: bool,
+    /// Write each call, with the target memory its decoding read, to this
+    /// file: the recorded sample that the decoding benchmark replays.
+    pub record_sample: Option<std::path::PathBuf>,
+}
+
+/// A line of a recorded sample: `function TAB status|? TAB args TAB regions`,
+/// args as comma-separated hex, regions as `address:hexbytes` separated by
+/// `;` (every byte decoding read, merged into non-overlapping runs).
+pub fn sample_line(function: &str, status: Option<u64>, args: &[u64], reads: &[(u64, Vec<u8>)]) -> String {
+    use std::fmt::Write as _;
+    let mut line = format!("{function}\t");
+    match status {
+        Some(s) => {
+            let _ = write!(line, "{s:x}");
+        }
+        None => line.push('?'),
+    }
+    line.push('\t');
+    let args: Vec<String> = args.iter().map(|a| format!("{a:x}")).collect();
+    line.push_str(&args.join(","));
+    line.push('\t');
+    let mut regions: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut sorted: Vec<&(u64, Vec<u8>)> = reads.iter().collect();
+    sorted.sort_by_key(|(a, _)| *a);
+    for (address, bytes) in sorted {
+        match regions.last_mut() {
+            Some((start, run)) if *address <= *start + run.len() as u64 => {
+                let offset = (*address - *start) as usize;
+                if offset + bytes.len() > run.len() {
+                    run.truncate(offset);
+                    run.extend_from_slice(bytes);
+                }
+            }
+            _ => regions.push((*address, bytes.clone())),
+        }
+    }
+    let regions: Vec<String> = regions
+        .iter()
+        .map(|(a, b)| format!("{a:x}:{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+        .collect();
+    line.push_str(&regions.join(";"));
+    line
 }
 
 /// How tracing ended.
@@ -212,6 +254,24 @@ fn registry_name(nt_name: &str, user_sid: Option<&str>) -> String {
         }
     }
     nt_name.to_string()
+}
+
+#[cfg(test)]
+mod sample_tests {
+    #[test]
+    fn sample_lines_merge_overlapping_reads() {
+        let reads = vec![
+            (0x1008, vec![9, 10]),
+            (0x1000, vec![1, 2, 3, 4]),
+            (0x1002, vec![3, 4, 5, 6]),
+            (0x2000, vec![7]),
+        ];
+        assert_eq!(
+            super::sample_line("NtClose", Some(0xc0000008), &[0x24, 0], &reads),
+            "NtClose\tc0000008\t24,0\t1000:010203040506;1008:090a;2000:07"
+        );
+        assert_eq!(super::sample_line("NtContinue", None, &[1], &[]), "NtContinue\t?\t1\t");
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
-use std::io;
+use std::io::{self, Write as _};
 use std::os::windows::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,6 +99,20 @@ fn os_error(what: &str) -> EngineError {
     // SAFETY: reads the calling thread's last-error value.
     let code = unsafe { GetLastError() };
     EngineError::Os { what: what.to_string(), code }
+}
+
+/// Target memory that remembers what was read, for `record_sample`.
+struct RecordingMemory<'a> {
+    inner: &'a LiveMemory,
+    reads: std::cell::RefCell<Vec<(u64, Vec<u8>)>>,
+}
+
+impl TargetMemory for RecordingMemory<'_> {
+    fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable> {
+        self.inner.read_exact(address, buf)?;
+        self.reads.borrow_mut().push((address, buf.to_vec()));
+        Ok(())
+    }
 }
 
 /// The live, stopped target's memory.
@@ -206,6 +220,14 @@ pub fn trace(target: &Target, options: &Options, sink: &mut dyn EventSink) -> Re
         first_exit_code: None,
         options: options.clone(),
         handle_names: options.handle_names.then(HandleNamer::new),
+        sample: match &options.record_sample {
+            Some(path) => {
+                Some(std::cell::RefCell::new(std::io::BufWriter::new(std::fs::File::create(path).map_err(
+                    |e| EngineError::Os { what: format!("creating '{}' ({e})", path.display()), code: 0 },
+                )?)))
+            }
+            None => None,
+        },
     };
     match target {
         Target::Launch { program, args } => engine.launch(program, args, options.follow_children)?,
@@ -228,6 +250,8 @@ struct Engine<'s> {
     options: Options,
     /// `-y`: names of handles, when asked for.
     handle_names: Option<HandleNamer>,
+    /// Where `record_sample` writes.
+    sample: Option<std::cell::RefCell<std::io::BufWriter<std::fs::File>>>,
     first_exit_code: Option<u32>,
 }
 
@@ -579,9 +603,15 @@ impl Engine<'_> {
         // System calls return an NTSTATUS in EAX; the upper half of RAX
         // carries nothing.
         let status = returned.then_some(u64::from(frame.rax as u32));
-        let mem = LiveMemory { process: p.handle };
+        let live = LiveMemory { process: p.handle };
+        let recording = RecordingMemory { inner: &live, reads: std::cell::RefCell::new(Vec::new()) };
+        let mem: &dyn TargetMemory = if self.sample.is_some() { &recording } else { &live };
         let (args, args_complete) =
-            winstrace_decode::decode_call(&function, &frame.args, status, &mem, &self.options.decode);
+            winstrace_decode::decode_call(&function, &frame.args, status, mem, &self.options.decode);
+        if let Some(sample) = &self.sample {
+            let line = crate::sample_line(&function, status, &frame.args, &recording.reads.borrow());
+            let _ = writeln!(sample.borrow_mut(), "{line}");
+        }
         Some(Call {
             function,
             id: frame_address,
