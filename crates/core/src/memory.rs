@@ -71,6 +71,64 @@ pub trait TargetMemory {
     }
 }
 
+/// Reads another [`TargetMemory`] a whole page at a time and keeps the
+/// pages. Across a process boundary each read costs a round trip (under
+/// Wine, one to wineserver) whatever its size, and decoding one call makes
+/// many small reads of the same stack and heap pages; a cache that lives for
+/// one stop of the target turns them into a read per page. A page is the
+/// unit of protection, so it is readable whole or not at all.
+pub struct PageCache<'a> {
+    inner: &'a dyn TargetMemory,
+    pages: std::cell::RefCell<Vec<(u64, Option<Box<[u8]>>)>>,
+}
+
+impl<'a> PageCache<'a> {
+    const PAGE: u64 = 0x1000;
+
+    /// A cache over `inner`; drop it when the target runs again.
+    pub fn new(inner: &'a dyn TargetMemory) -> PageCache<'a> {
+        PageCache { inner, pages: std::cell::RefCell::new(Vec::new()) }
+    }
+
+    /// Copies from the page at `page` into `out`, loading it if needed.
+    fn copy_from_page(&self, page: u64, offset: usize, out: &mut [u8]) -> bool {
+        let mut pages = self.pages.borrow_mut();
+        let index = match pages.iter().position(|(p, _)| *p == page) {
+            Some(i) => i,
+            None => {
+                let mut bytes = vec![0u8; Self::PAGE as usize].into_boxed_slice();
+                let loaded = self.inner.read_exact(page, &mut bytes).is_ok().then_some(bytes);
+                pages.push((page, loaded));
+                pages.len() - 1
+            }
+        };
+        match &pages[index].1 {
+            Some(bytes) => {
+                out.copy_from_slice(&bytes[offset..offset + out.len()]);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl TargetMemory for PageCache<'_> {
+    fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let here = address.checked_add(done as u64).ok_or(Unreadable { address })?;
+            let page = here & !(Self::PAGE - 1);
+            let offset = (here - page) as usize;
+            let n = (Self::PAGE as usize - offset).min(buf.len() - done);
+            if !self.copy_from_page(page, offset, &mut buf[done..done + n]) {
+                return Err(Unreadable { address });
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
 /// Target memory made of byte regions at given addresses: for tests, and for
 /// engines that captured memory ahead of decoding.
 #[derive(Debug, Default, Clone)]
@@ -131,6 +189,40 @@ mod tests {
         assert_eq!(mem.read_partial(0x2ff0, &mut buf), 0x10);
         assert_eq!(&buf[..0x10], &[0xaa; 0x10]);
         assert_eq!(mem.read_partial(0x5000, &mut buf), 0);
+    }
+
+    /// Counts the reads that reach the memory behind a cache.
+    struct Counting<'a>(&'a MemoryImage, std::cell::Cell<usize>);
+
+    impl TargetMemory for Counting<'_> {
+        fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable> {
+            self.1.set(self.1.get() + 1);
+            self.0.read_exact(address, buf)
+        }
+    }
+
+    #[test]
+    fn page_cache_reads_each_page_once_and_fails_like_the_memory_behind_it() {
+        let bytes: Vec<u8> = (0..0x2000u32).map(|i| i as u8).collect();
+        let image = MemoryImage::new().with(0x10000, bytes.clone());
+        let counting = Counting(&image, std::cell::Cell::new(0));
+        let cache = PageCache::new(&counting);
+        assert_eq!(cache.read_u64(0x10008), Ok(u64::from_le_bytes(bytes[8..16].try_into().unwrap())));
+        assert_eq!(cache.read_u32(0x10ff0), Ok(u32::from_le_bytes(bytes[0xff0..0xff4].try_into().unwrap())));
+        assert_eq!(counting.1.get(), 1, "both reads from the first page");
+        // A read across the page boundary loads the second page.
+        let mut across = [0u8; 16];
+        cache.read_exact(0x10ff8, &mut across).unwrap();
+        assert_eq!(&across[..], &bytes[0xff8..0x1008]);
+        assert_eq!(counting.1.get(), 2);
+        // Unreadable pages stay unreadable (and are asked for once).
+        assert_eq!(cache.read_u16(0x12000), Err(Unreadable { address: 0x12000 }));
+        assert_eq!(cache.read_u16(0x12002), Err(Unreadable { address: 0x12002 }));
+        assert_eq!(counting.1.get(), 3);
+        let mut tail = [0u8; 8];
+        assert!(cache.read_exact(0x11ffc, &mut tail).is_err(), "runs into the unreadable page");
+        assert_eq!(cache.read_partial(0x11ffc, &mut tail), 4);
+        assert!(cache.read_u64(u64::MAX - 2).is_err());
     }
 
     #[test]

@@ -38,7 +38,7 @@ use windows_sys::Win32::System::Threading::{
 };
 
 use winstrace_core::event::{Call, CallResult, Event, EventKind, EventSink, ProcessStart, Value};
-use winstrace_core::memory::{TargetMemory, Unreadable};
+use winstrace_core::memory::{PageCache, TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{self, Frame, StubToTrace, Trampolines, FRAME_SIZE, SLOTS_BYTES};
 use winstrace_hook::{pe, stub};
 
@@ -103,7 +103,7 @@ fn os_error(what: &str) -> EngineError {
 
 /// Target memory that remembers what was read, for `record_sample`.
 struct RecordingMemory<'a> {
-    inner: &'a LiveMemory,
+    inner: &'a dyn TargetMemory,
     reads: std::cell::RefCell<Vec<(u64, Vec<u8>)>>,
 }
 
@@ -556,7 +556,10 @@ impl Engine<'_> {
         if unsafe { GetThreadContext(thread, &mut ctx.0) } == 0 {
             return Some(Next::Continue(DBG_CONTINUE));
         }
-        let mem = LiveMemory { process: p.handle };
+        let live = LiveMemory { process: p.handle };
+        // One cache for this stop: the frame's stack page is the one most
+        // arguments point into too.
+        let mem = PageCache::new(&live);
         let frame_address = ctx.0.Rsp;
         let mut bytes = [0u8; FRAME_SIZE];
         let frame = mem.read_exact(frame_address, &mut bytes).ok().map(|_| Frame::parse(&bytes));
@@ -567,7 +570,7 @@ impl Engine<'_> {
             unsafe { SetThreadContext(thread, &ctx.0) };
         }
         let Some(frame) = frame else { return Some(Next::Continue(DBG_CONTINUE)) };
-        let Some(mut call) = self.call_from_frame(pid, frame_address, &frame, returned) else {
+        let Some(mut call) = self.call_from_frame(pid, &mem, frame_address, &frame, returned) else {
             return Some(Next::Continue(DBG_CONTINUE));
         };
         if let Some(p) = self.processes.get_mut(&pid) {
@@ -595,7 +598,14 @@ impl Engine<'_> {
 
     /// The call a frame describes, its arguments decoded from the live
     /// target (which is stopped while we read it).
-    fn call_from_frame(&self, pid: u32, frame_address: u64, frame: &Frame, returned: bool) -> Option<Call> {
+    fn call_from_frame(
+        &self,
+        pid: u32,
+        live: &dyn TargetMemory,
+        frame_address: u64,
+        frame: &Frame,
+        returned: bool,
+    ) -> Option<Call> {
         let p = self.processes.get(&pid)?;
         let hooks = p.hooks.as_ref()?;
         let index = hooks.trampolines.stub_index(frame.stub_copy)?;
@@ -603,9 +613,8 @@ impl Engine<'_> {
         // System calls return an NTSTATUS in EAX; the upper half of RAX
         // carries nothing.
         let status = returned.then_some(u64::from(frame.rax as u32));
-        let live = LiveMemory { process: p.handle };
-        let recording = RecordingMemory { inner: &live, reads: std::cell::RefCell::new(Vec::new()) };
-        let mem: &dyn TargetMemory = if self.sample.is_some() { &recording } else { &live };
+        let recording = RecordingMemory { inner: live, reads: std::cell::RefCell::new(Vec::new()) };
+        let mem: &dyn TargetMemory = if self.sample.is_some() { &recording } else { live };
         let (args, args_complete) =
             winstrace_decode::decode_call(&function, &frame.args, status, mem, &self.options.decode);
         if let Some(sample) = &self.sample {
@@ -655,7 +664,8 @@ impl Engine<'_> {
     fn announce_unfinished(&mut self, pid: u32) {
         let Some(p) = self.processes.get(&pid) else { return };
         let Some(hooks) = p.hooks.as_ref() else { return };
-        let mem = LiveMemory { process: p.handle };
+        let live = LiveMemory { process: p.handle };
+        let mem = PageCache::new(&live);
         let mut table = vec![0u8; SLOTS_BYTES];
         if mem.read_exact(hooks.trampolines.base, &mut table).is_err() {
             return;
@@ -671,7 +681,9 @@ impl Engine<'_> {
             .collect();
         fresh.sort_by_key(|(_, _, frame)| frame.entry_tsc);
         for (thread_id, frame_address, frame) in fresh {
-            let Some(mut call) = self.call_from_frame(pid, frame_address, &frame, false) else { continue };
+            let Some(mut call) = self.call_from_frame(pid, &mem, frame_address, &frame, false) else {
+                continue;
+            };
             call.duration = None;
             self.name_handles(pid, &mut call);
             let time = call.entry_time.unwrap_or_else(SystemTime::now);
