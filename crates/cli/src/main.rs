@@ -272,11 +272,12 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     if cli.stats {
         let s = outcome.stats;
         eprintln!(
-            "winstrace: {} debug events for {} calls ({:.3} per call), {} functions hooked",
+            "winstrace: {} debug events for {} calls ({:.3} per call), {} functions hooked, {} without a signature",
             s.debug_events,
             s.calls,
             s.events_per_call(),
-            s.hooked_functions
+            s.hooked_functions,
+            s.functions_without_signature
         );
     }
     // Windows exit codes are 32-bit; ExitCode only carries 8 bits, so exit

@@ -220,3 +220,32 @@ fn bad_filters_are_one_line_errors() {
     assert_eq!(code, 1);
     assert!(stderr.starts_with("winstrace: -e trace=/(: bad regular expression '('"), "{stderr}");
 }
+
+#[test]
+fn every_function_of_wines_ntdll_has_a_signature_at_run_time() {
+    let (code, stdout, stderr) = winstrace_plain(&[
+        "--stats",
+        "-o",
+        temp_path("cov.txt").to_str().unwrap(),
+        "cmd.exe",
+        "/c",
+        "echo",
+        "hi",
+    ]);
+    assert_eq!((code, stdout.as_str()), (0, "hi\r\n"));
+    let stats = stderr.lines().find(|l| l.contains(" functions hooked, ")).expect("the --stats line");
+    // Every Nt* stub of Wine 8's ntdll is hooked (228 of them) and known.
+    assert!(stats.ends_with(" functions hooked, 0 without a signature"), "{stats}");
+    let hooked: u32 =
+        stats.split(" functions hooked").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(hooked >= 200, "{stats}");
+}
+
+#[test]
+fn traced_lines_never_fall_back_to_raw_arguments() {
+    let run = winstrace(&["cmd.exe", "/c", "echo", "hi"]);
+    let raw: Vec<&str> =
+        run.lines().into_iter().filter(|l| l.contains(", ...) = ") || l.contains("(...) = ")).collect();
+    assert!(raw.is_empty(), "{raw:?}");
+    assert!(run.lines().iter().filter(|l| l.starts_with("Nt")).count() > 100);
+}

@@ -102,6 +102,9 @@ pub struct Stats {
     pub calls: u64,
     /// Stubs redirected to trampolines (summed over processes).
     pub hooked_functions: u64,
+    /// Hooked functions that have no signature (their arguments print raw):
+    /// the signature database's coverage of the target's ntdll, at run time.
+    pub functions_without_signature: u64,
 }
 
 impl Stats {
@@ -211,7 +214,7 @@ mod tests {
 
     #[test]
     fn events_per_call() {
-        let s = Stats { debug_events: 110, calls: 100, hooked_functions: 1 };
+        let s = Stats { debug_events: 110, calls: 100, hooked_functions: 1, functions_without_signature: 0 };
         assert!((s.events_per_call() - 1.1).abs() < 1e-9);
         assert_eq!(Stats::default().events_per_call(), 0.0);
     }

@@ -704,6 +704,9 @@ impl Engine<'_> {
         match install_hooks(p.handle, ntdll_base, &self.options.trace) {
             Ok(hooks) => {
                 self.stats.hooked_functions += hooks.names.len() as u64;
+                self.stats.functions_without_signature +=
+                    hooks.names.iter().filter(|name| winstrace_signatures::lookup(name).is_none()).count()
+                        as u64;
                 if let Some(p) = self.processes.get_mut(&pid) {
                     p.hooks = Some(hooks);
                 }
