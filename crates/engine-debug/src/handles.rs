@@ -18,7 +18,6 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::Security::Authorization::ConvertSidToStringSidW;
 use windows_sys::Win32::Security::{GetTokenInformation, TokenUser, TOKEN_QUERY, TOKEN_USER};
-use windows_sys::Win32::Storage::FileSystem::{GetFinalPathNameByHandleW, VOLUME_NAME_DOS};
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessId, GetThreadId, OpenProcessToken};
 
 use crate::handle_display_name;
@@ -89,7 +88,7 @@ fn lookup(process: HANDLE, handle: u64, user_sid: Option<String>) -> Option<Stri
 fn describe(handle: HANDLE, user_sid: Option<&str>) -> Option<String> {
     let object_type = query_unicode(handle, ObjectTypeInformation)?;
     let (nt_name, dos_path, id) = match object_type.as_str() {
-        "File" => (String::new(), dos_path(handle), None),
+        "File" => (String::new(), crate::windows::file_path(handle), None),
         // SAFETY: plain queries on a handle we own.
         "Process" => (String::new(), None, Some(unsafe { GetProcessId(handle) })),
         // SAFETY: as above.
@@ -129,18 +128,6 @@ fn query_unicode(handle: HANDLE, class: i32) -> Option<String> {
         std::slice::from_raw_parts(us.Buffer, usize::from(us.Length) / 2)
     };
     Some(String::from_utf16_lossy(text))
-}
-
-fn dos_path(file: HANDLE) -> Option<String> {
-    let mut buf = vec![0u16; 1024];
-    // SAFETY: `buf` is writable for its length.
-    let n = unsafe { GetFinalPathNameByHandleW(file, buf.as_mut_ptr(), buf.len() as u32, VOLUME_NAME_DOS) }
-        as usize;
-    if n == 0 || n >= buf.len() {
-        return None;
-    }
-    let path = String::from_utf16_lossy(&buf[..n]);
-    Some(path.strip_prefix("\\\\?\\").map(str::to_string).unwrap_or(path))
 }
 
 /// The tracer's own user SID, as `S-1-5-...`, whose hive is HKCU.

@@ -291,30 +291,25 @@ impl Engine<'_> {
     }
 
     fn attach(&mut self, pid: u32) -> Result<(), EngineError> {
+        // What a failed step says, from the Windows error it left.
+        let failed = |what: String| {
+            // SAFETY: reads the calling thread's last-error value.
+            match unsafe { GetLastError() } {
+                ERROR_INVALID_PARAMETER => EngineError::NoSuchProcess { pid },
+                ERROR_ACCESS_DENIED => EngineError::AccessDenied { what },
+                code => EngineError::Os { what, code },
+            }
+        };
         // Check the process exists first, so that a wrong PID gets its own message.
         // SAFETY: OpenProcess returns a handle or null; the handle is closed.
         unsafe {
             let h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
             if h.is_null() {
-                let code = GetLastError();
-                return Err(match code {
-                    ERROR_INVALID_PARAMETER => EngineError::NoSuchProcess { pid },
-                    ERROR_ACCESS_DENIED => {
-                        EngineError::AccessDenied { what: format!("opening process {pid}") }
-                    }
-                    _ => EngineError::Os { what: format!("opening process {pid}"), code },
-                });
+                return Err(failed(format!("opening process {pid}")));
             }
             CloseHandle(h);
             if DebugActiveProcess(pid) == 0 {
-                let code = GetLastError();
-                return Err(match code {
-                    ERROR_INVALID_PARAMETER => EngineError::NoSuchProcess { pid },
-                    ERROR_ACCESS_DENIED => {
-                        EngineError::AccessDenied { what: format!("attaching to process {pid}") }
-                    }
-                    _ => EngineError::Os { what: format!("attaching to process {pid}"), code },
-                });
+                return Err(failed(format!("attaching to process {pid}")));
             }
             // Leaving (or dying) must not take the target with us.
             DebugSetProcessKillOnExit(0);
@@ -825,7 +820,7 @@ fn is_ntdll(path: &str) -> bool {
 }
 
 /// The DOS path of an open file, without the `\\?\` prefix.
-fn file_path(file: HANDLE) -> Option<String> {
+pub(crate) fn file_path(file: HANDLE) -> Option<String> {
     if file.is_null() || file == INVALID_HANDLE_VALUE {
         return None;
     }

@@ -84,19 +84,24 @@ pub fn strip_ids(line: &str) -> (Option<(u32, u32)>, &str) {
     (None, line)
 }
 
-/// Runs `winstrace -o TRACE <args>` and collects everything.
-pub fn winstrace(args: &[&str]) -> Run {
-    let trace_path = temp_path("trace.txt");
+/// Runs winstrace with `args`, its output captured, and waits for it.
+fn run_winstrace(args: &[&std::ffi::OsStr]) -> Output {
     let child = Command::new(WINSTRACE)
-        .arg("-o")
-        .arg(&trace_path)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting winstrace");
-    let out = wait_output(child, &format!("winstrace {args:?}"));
+    wait_output(child, &format!("winstrace {args:?}"))
+}
+
+/// Runs `winstrace -o TRACE <args>` and collects everything.
+pub fn winstrace(args: &[&str]) -> Run {
+    let trace_path = temp_path("trace.txt");
+    let mut all: Vec<&std::ffi::OsStr> = vec!["-o".as_ref(), trace_path.as_os_str()];
+    all.extend(args.iter().map(|a| std::ffi::OsStr::new(a)));
+    let out = run_winstrace(&all);
     let trace = std::fs::read_to_string(&trace_path).unwrap_or_default();
     let _ = std::fs::remove_file(&trace_path);
     Run {
@@ -116,14 +121,8 @@ pub fn trace_testprog(args: &[&str]) -> Run {
 
 /// Runs winstrace without `-o`, for error cases: (exit code, stdout, stderr).
 pub fn winstrace_plain(args: &[&str]) -> (u32, String, String) {
-    let child = Command::new(WINSTRACE)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting winstrace");
-    let out = wait_output(child, &format!("winstrace {args:?}"));
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| std::ffi::OsStr::new(a)).collect();
+    let out = run_winstrace(&args);
     (
         out.status.code().expect("an exit code") as u32,
         String::from_utf8_lossy(&out.stdout).into_owned(),
