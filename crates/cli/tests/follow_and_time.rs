@@ -185,3 +185,19 @@ fn relative_times_and_durations() {
         assert!((0.0..1.0).contains(&took), "{line}");
     }
 }
+
+#[test]
+fn dash_f_waits_for_children_that_outlive_the_first_process() {
+    let started = std::time::Instant::now();
+    let run = winstrace(&["-f", TESTPROG, "orphan", "6", "1500"]);
+    assert_eq!(run.stdout.lines().next(), Some("left a child sleeping 1500 ms"));
+    // winstrace exits with the first process's code, once the last traced
+    // process (the child) has exited.
+    assert_eq!(run.code(), 6, "{}", run.trace);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    let exits: Vec<&str> = run.lines().into_iter().filter(|l| l.starts_with("+++ exited with ")).collect();
+    assert_eq!(exits, ["+++ exited with 6 +++", "+++ exited with 0 +++"], "{}", run.trace);
+    let last = run.trace.lines().last().unwrap();
+    assert!(last.ends_with("] +++ exited with 0 +++"), "the child's exit ends the trace: {last}");
+    assert!(run.calls("NtDelayExecution").len() >= 1, "the child's sleep is traced");
+}

@@ -90,10 +90,9 @@ pub enum RingError {
 impl fmt::Display for RingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RingError::RegionTooSmall { words_needed, words_available } => write!(
-                f,
-                "ring region too small: {words_needed} words needed, {words_available} available"
-            ),
+            RingError::RegionTooSmall { words_needed, words_available } => {
+                write!(f, "ring region too small: {words_needed} words needed, {words_available} available")
+            }
             RingError::BadCapacity(c) => {
                 write!(f, "bad ring capacity {c}: must be a multiple of 8 and at least {MIN_CAPACITY}")
             }
@@ -216,12 +215,11 @@ impl Ring {
         if capacity % 8 != 0 || capacity < MIN_CAPACITY {
             return Err(RingError::BadCapacity(capacity));
         }
-        let words = Ring::region_words(capacity).filter(|&w| w <= region.len()).ok_or(
-            RingError::RegionTooSmall {
+        let words =
+            Ring::region_words(capacity).filter(|&w| w <= region.len()).ok_or(RingError::RegionTooSmall {
                 words_needed: (capacity / 8).saturating_add(HEADER_WORDS as u64),
                 words_available: region.len(),
-            },
-        )?;
+            })?;
         Ok(RingRef { header: &region[..HEADER_WORDS], data: &region[HEADER_WORDS..words], capacity })
     }
 }
@@ -236,7 +234,7 @@ fn version_word() -> u64 {
 /// Bytes a record with `payload_len` payload bytes occupies: the header
 /// word plus the payload rounded up to whole words.
 fn record_bytes(payload_len: u64) -> Option<u64> {
-    payload_len.checked_add(7).map(|n| n / 8 * 8 + 8)
+    payload_len.div_ceil(8).checked_mul(8)?.checked_add(8)
 }
 
 /// A handle on an attached ring: cheap to copy, shareable between threads
@@ -329,8 +327,8 @@ impl<'a> RingRef<'a> {
             self.count_lost();
             return Err(WriteError::TooLarge { len: payload.len(), max });
         }
-        // Cannot overflow: payload.len() <= capacity - 8.
-        let need = (payload.len() as u64 + 7) / 8 * 8 + 8;
+        // Cannot fail: payload.len() <= capacity - 8.
+        let need = record_bytes(payload.len() as u64).unwrap_or(u64::MAX);
         let write_cur = &self.header[W_WRITE];
         let read_cur = &self.header[W_READ];
         let mut spins = 0u32;
@@ -344,7 +342,7 @@ impl<'a> RingRef<'a> {
             let read = read_cur.load(Ordering::Acquire);
             let write = write_cur.load(Ordering::Relaxed);
             let corrupt = WriteError::Corrupt { read, write };
-            let Some(used) = write.checked_sub(read).filter(|_| write % 8 == 0) else {
+            let Some(used) = write.checked_sub(read).filter(|_| read % 8 == 0 && write % 8 == 0) else {
                 self.count_lost();
                 return Err(corrupt);
             };
@@ -421,7 +419,9 @@ impl<'a> RingRef<'a> {
     /// tracer's); it resumes at the shared read cursor, which must be
     /// consistent with the write cursor.
     pub fn reader(&self) -> Result<Reader<'a>, RingError> {
-        let read = self.read_position();
+        // Acquire: a previous reader (perhaps in another process) zeroed
+        // what it consumed before moving the cursor; we rely on those zeroes.
+        let read = self.header[W_READ].load(Ordering::Acquire);
         let write = self.header[W_WRITE].load(Ordering::Acquire);
         check_cursors(read, write, self.capacity)?;
         Ok(Reader { ring: *self, pos: read, scratch: Vec::new() })
@@ -478,6 +478,9 @@ impl<'a> Reader<'a> {
     /// error if the region breaks the protocol. Never blocks. After an
     /// error the reader stays where it was: calling again gives the same
     /// error until the bytes change.
+    // Not an `Iterator`: the record borrows the reader's buffer, which an
+    // iterator's items cannot do, and errors are not the end of the stream.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record<'_>>, RingError> {
         let ring = self.ring;
         let pos = self.pos;
@@ -504,9 +507,11 @@ impl<'a> Reader<'a> {
         // `reserved <= capacity`, so `need <= reserved` bounds every access
         // below by the data area (modulo its length) and the zeroing by
         // `capacity` bytes.
-        let need = record_bytes(payload_len).filter(|&n| n <= reserved).ok_or(
-            RingError::RecordTooLong { position: pos, payload_len, reserved },
-        )?;
+        let need = record_bytes(payload_len).filter(|&n| n <= reserved).ok_or(RingError::RecordTooLong {
+            position: pos,
+            payload_len,
+            reserved,
+        })?;
         // Fits: payload_len < need <= capacity, which indexes the region.
         let len = payload_len as usize;
         self.scratch.clear();

@@ -75,6 +75,7 @@ usage: wst-testprog SUBCOMMAND [ARGS]
   loop N                    N x GetFileAttributesW on a missing file; prints 'loop done N'
   bench N                   like loop, timed; prints 'bench N calls ns_per_call X'
   child CODE                run 'wst-testprog exit CODE'; prints 'child exited with CODE'
+  orphan CODE MS            start 'wst-testprog sleep MS', exit CODE without waiting for it
   exit CODE                 exit with CODE
   echo TEXT                 print TEXT
   debugstr TEXT             OutputDebugStringW(TEXT); prints 'sent debug string'
@@ -123,6 +124,7 @@ usage: wst-testprog SUBCOMMAND [ARGS]
             }
             ["bench", n] => bench(n.parse().ok()?),
             ["child", code] => child(code.parse().ok()?),
+            ["orphan", code, ms] => orphan(code.parse().ok()?, ms.parse().ok()?),
             ["exit", code] => code.parse().ok()?,
             ["echo", text] => {
                 println!("{text}");
@@ -399,24 +401,23 @@ usage: wst-testprog SUBCOMMAND [ARGS]
         0
     }
 
-    /// `child CODE`: CreateProcessW (NtCreateUserProcess) of this same
-    /// executable with `exit CODE`, then wait and read its exit code. Exits 1
-    /// if the child's code is not CODE.
-    fn child(code: u32) -> u32 {
+    /// Starts this program again with `args`; returns its process and
+    /// thread handles (the caller closes them), or `None` after saying why.
+    fn spawn_self(args: &str) -> Option<PROCESS_INFORMATION> {
         // Big enough for any path, long paths included.
         let mut exe = vec![0u16; 32_768];
         // SAFETY: the buffer holds `exe.len()` u16s; null module = this exe.
         let len = unsafe { GetModuleFileNameW(null_mut(), exe.as_mut_ptr(), exe.len() as u32) };
         if len == 0 || len as usize >= exe.len() {
             eprintln!("GetModuleFileNameW failed: error {}", last_error());
-            return 1;
+            return None;
         }
         exe.truncate(len as usize);
         let exe = String::from_utf16_lossy(&exe);
         let application = wide(&exe);
         // CreateProcessW may write into the command line, so it is our own
         // mutable buffer. The application name is given too, so no search.
-        let mut command_line = wide(&format!("\"{exe}\" exit {code}"));
+        let mut command_line = wide(&format!("\"{exe}\" {args}"));
         // SAFETY: both are plain C structs for which all-zero is valid.
         let mut startup: STARTUPINFOW = unsafe { std::mem::zeroed() };
         startup.cb = std::mem::size_of::<STARTUPINFOW>() as u32;
@@ -441,8 +442,14 @@ usage: wst-testprog SUBCOMMAND [ARGS]
         };
         if ok == 0 {
             eprintln!("CreateProcessW failed: error {}", last_error());
-            return 1;
+            return None;
         }
+        Some(process)
+    }
+
+    /// `child CODE`: runs `exit CODE` as a child process and waits for it.
+    fn child(code: u32) -> u32 {
+        let Some(process) = spawn_self(&format!("exit {code}")) else { return 1 };
         let mut exit_code = 0u32;
         // SAFETY: the handles come from CreateProcessW and are ours to close.
         unsafe {
@@ -453,6 +460,16 @@ usage: wst-testprog SUBCOMMAND [ARGS]
         close(process.hProcess);
         println!("child exited with {exit_code}");
         u32::from(exit_code != code)
+    }
+
+    /// `orphan CODE MS`: starts `sleep MS` as a child, does not wait for it,
+    /// and exits with CODE while the child still runs.
+    fn orphan(code: u32, ms: u32) -> u32 {
+        let Some(process) = spawn_self(&format!("sleep {ms}")) else { return 1 };
+        close(process.hThread);
+        close(process.hProcess);
+        println!("left a child sleeping {ms} ms");
+        code
     }
 
     /// `wait-then-loop MS N`: a window of about MS ms made of Sleep(10)
