@@ -73,3 +73,18 @@ fn process_and_thread_handles_show_their_ids() {
     assert!(create[0].contains(&format!("<pid {child_pid}>], ThreadHandle=[0x")), "{}", create[0]);
     assert!(create[0].contains("<tid "), "{}", create[0]);
 }
+
+#[test]
+fn named_objects_show_their_names() {
+    let name = format!("wst-event-{}", std::process::id());
+    let run = winstrace(&["-y", "-e", "trace=NtCreateEvent,NtSetEvent,NtClose", TESTPROG, "event", &name]);
+    assert_eq!(run.stdout, format!("set event {name}\n"));
+    let create = run.calls("NtCreateEvent");
+    let create: Vec<_> = create.iter().filter(|l| l.contains(&name)).collect();
+    assert_eq!(create.len(), 1, "{}", run.trace);
+    // The handle shows the object's full NT name, ending in the event's own.
+    assert!(create[0].starts_with("NtCreateEvent(EventHandle=[0x"), "{}", create[0]);
+    assert!(create[0].contains(&format!("\\{name}>]")), "{}", create[0]);
+    let set = run.calls("NtSetEvent");
+    assert!(set.iter().any(|l| l.contains(&format!("\\{name}>"))), "{set:?}");
+}

@@ -46,8 +46,8 @@ mod win {
         REG_OPTION_NON_VOLATILE, REG_SZ,
     };
     use windows_sys::Win32::System::Threading::{
-        CreateProcessW, CreateThread, ExitProcess, GetExitCodeProcess, Sleep, WaitForSingleObject, INFINITE,
-        PROCESS_INFORMATION, STARTUPINFOW,
+        CreateEventW, CreateProcessW, CreateThread, ExitProcess, GetExitCodeProcess, SetEvent, Sleep,
+        WaitForSingleObject, INFINITE, PROCESS_INFORMATION, STARTUPINFOW,
     };
 
     // windows-sys only declares WriteFile with its Win32_System_IO feature (for
@@ -76,6 +76,7 @@ usage: wst-testprog SUBCOMMAND [ARGS]
   bench N                   like loop, timed; prints 'bench N calls ns_per_call X'
   child CODE                run 'wst-testprog exit CODE'; prints 'child exited with CODE'
   orphan CODE MS            start 'wst-testprog sleep MS', exit CODE without waiting for it
+  event NAME                create the named event NAME, set it, close it; prints 'set event NAME'
   exit CODE                 exit with CODE
   echo TEXT                 print TEXT
   debugstr TEXT             OutputDebugStringW(TEXT); prints 'sent debug string'
@@ -125,6 +126,7 @@ usage: wst-testprog SUBCOMMAND [ARGS]
             ["bench", n] => bench(n.parse().ok()?),
             ["child", code] => child(code.parse().ok()?),
             ["orphan", code, ms] => orphan(code.parse().ok()?, ms.parse().ok()?),
+            ["event", name] => named_event(name),
             ["exit", code] => code.parse().ok()?,
             ["echo", text] => {
                 println!("{text}");
@@ -460,6 +462,22 @@ usage: wst-testprog SUBCOMMAND [ARGS]
         close(process.hProcess);
         println!("child exited with {exit_code}");
         u32::from(exit_code != code)
+    }
+
+    /// `event NAME`: a named kernel object, for `-y` to name.
+    fn named_event(name: &str) -> u32 {
+        let wide_name = wide(name);
+        // SAFETY: `wide_name` is NUL-terminated; no security attributes.
+        let event = unsafe { CreateEventW(null(), 1, 0, wide_name.as_ptr()) };
+        if event.is_null() {
+            eprintln!("CreateEventW failed: error {}", last_error());
+            return 1;
+        }
+        // SAFETY: `event` is the handle just created.
+        unsafe { SetEvent(event) };
+        close(event);
+        println!("set event {name}");
+        0
     }
 
     /// `orphan CODE MS`: starts `sleep MS` as a child, does not wait for it,
