@@ -175,20 +175,6 @@ pub fn image_name_matches(query: &str, image_name: &str) -> bool {
     strip(query) == strip(image_name)
 }
 
-/// ntdll functions that do not return to their caller when they succeed.
-/// They are reported at entry, as strace reports `exit_group(0) = ?`.
-pub fn is_no_return(function: &str) -> bool {
-    matches!(
-        function,
-        "NtContinue"
-            | "NtContinueEx"
-            | "NtRaiseException"
-            | "NtTerminateProcess"
-            | "NtTerminateThread"
-            | "NtCallbackReturn"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

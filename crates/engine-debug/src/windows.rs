@@ -40,13 +40,13 @@ use windows_sys::Win32::System::Threading::{
 use winstrace_core::event::{Call, CallResult, Event, EventKind, EventSink, ProcessStart, Value};
 use winstrace_core::memory::{PageCache, TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{self, Frame, StubToTrace, Trampolines, FRAME_SIZE, SLOTS_BYTES};
-use winstrace_hook::{pe, stub};
+use winstrace_hook::{is_no_return, pe, stub};
 
 use winstrace_filter::{StatusFilter, TraceSet};
 
 use crate::clock::TscClock;
 use crate::handles::HandleNamer;
-use crate::{is_no_return, EngineError, Options, Outcome, ProcessEntry, Stats, Target};
+use crate::{EngineError, Options, Outcome, ProcessEntry, Stats, Target};
 
 /// Set by the console control handler; the event loop polls it.
 static DETACH_REQUESTED: AtomicBool = AtomicBool::new(false);

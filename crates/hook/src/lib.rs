@@ -10,6 +10,22 @@
 //!   one thunk and one stub copy per function, and shared routines that save
 //!   the arguments on the stack and trap once per call.
 
+pub mod inline;
 pub mod pe;
 pub mod stub;
 pub mod trampoline;
+
+/// ntdll functions that do not return to their caller when they succeed.
+/// Engines report them at entry, as strace reports `exit_group(0) = ?`, and
+/// route them through the trampolines' entry routine.
+pub fn is_no_return(function: &str) -> bool {
+    matches!(
+        function,
+        "NtContinue"
+            | "NtContinueEx"
+            | "NtRaiseException"
+            | "NtTerminateProcess"
+            | "NtTerminateThread"
+            | "NtCallbackReturn"
+    )
+}

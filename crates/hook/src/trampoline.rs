@@ -36,19 +36,19 @@ pub const MAX_ARGS: usize = 4 + STACK_ARGS;
 /// aligned at the `call` into the stub copy, as the ABI requires.
 pub const FRAME_SIZE: usize = 0xd8;
 
-const STACK_ARGS_AT: i32 = 0x20; // above the callee's 32-byte home area
-const RCX_AT: i32 = STACK_ARGS_AT + 8 * STACK_ARGS as i32;
-const RDX_AT: i32 = RCX_AT + 8;
-const R8_AT: i32 = RCX_AT + 16;
-const R9_AT: i32 = RCX_AT + 24;
-const STUB_AT: i32 = RCX_AT + 32;
-const RAX_AT: i32 = RCX_AT + 40;
-const ENTRY_TSC_AT: i32 = RCX_AT + 48;
-const RETURN_TSC_AT: i32 = RCX_AT + 56;
-const SLOT_AT: i32 = RCX_AT + 64;
+pub(crate) const STACK_ARGS_AT: i32 = 0x20; // above the callee's 32-byte home area
+pub(crate) const RCX_AT: i32 = STACK_ARGS_AT + 8 * STACK_ARGS as i32;
+pub(crate) const RDX_AT: i32 = RCX_AT + 8;
+pub(crate) const R8_AT: i32 = RCX_AT + 16;
+pub(crate) const R9_AT: i32 = RCX_AT + 24;
+pub(crate) const STUB_AT: i32 = RCX_AT + 32;
+pub(crate) const RAX_AT: i32 = RCX_AT + 40;
+pub(crate) const ENTRY_TSC_AT: i32 = RCX_AT + 48;
+pub(crate) const RETURN_TSC_AT: i32 = RCX_AT + 56;
+pub(crate) const SLOT_AT: i32 = RCX_AT + 64;
 /// Where the caller's stack arguments are, seen from inside the frame: past
 /// the frame, the caller's return address and its 32-byte home area.
-const CALLER_ARGS_AT: i32 = FRAME_SIZE as i32 + 8 + 0x20;
+pub(crate) const CALLER_ARGS_AT: i32 = FRAME_SIZE as i32 + 8 + 0x20;
 
 const _: () = assert!(SLOT_AT + 16 == FRAME_SIZE as i32); // 8 bytes of padding at the end
 const _: () = assert!(FRAME_SIZE % 16 == 8);
@@ -256,14 +256,17 @@ pub fn build(base: u64, stubs: &[StubToTrace]) -> Result<Trampolines, IcedError>
 }
 
 /// `RDTSC` into the frame slot `at` (clobbers RAX and RDX).
-fn store_tsc(a: &mut CodeAssembler, at: i32) -> Result<(), IcedError> {
+pub(crate) fn store_tsc(a: &mut CodeAssembler, at: i32) -> Result<(), IcedError> {
     a.rdtsc()?;
     a.shl(rdx, 32)?;
     a.or(rax, rdx)?;
     a.mov(qword_ptr(rsp + at), rax)
 }
 
-fn save_frame(a: &mut CodeAssembler) -> Result<(), IcedError> {
+/// Reserves the frame, saves the register arguments and the stub copy's
+/// address (R11), copies the stack arguments and stores the entry RDTSC
+/// (clobbers RAX and RDX). Shared with [`crate::inline`].
+pub(crate) fn save_frame(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.sub(rsp, FRAME_SIZE as i32)?;
     a.mov(qword_ptr(rsp + RCX_AT), rcx)?;
     a.mov(qword_ptr(rsp + RDX_AT), rdx)?;

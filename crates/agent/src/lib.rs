@@ -1,0 +1,21 @@
+//! winstrace's in-process agent.
+//!
+//! Loaded into a process (for now by the process itself; injection comes
+//! later), [`winstrace_agent_attach`] hooks every Nt* system-call stub of
+//! ntdll with [`winstrace_hook::inline`] trampolines and writes one
+//! [`record::CallRecord`] per call into a [`winstrace_ring`] ring that the
+//! tracer drains. See README.md for how the hooks go in safely while other
+//! threads run.
+//!
+//! [`record`] is platform-independent (the tracer decodes with it); the
+//! hooking itself exists on Windows only.
+
+pub mod record;
+
+#[cfg(all(windows, target_arch = "x86_64"))]
+mod windows;
+
+#[cfg(all(windows, target_arch = "x86_64"))]
+pub use windows::{
+    winstrace_agent_attach, winstrace_agent_function_index, winstrace_agent_set_thread_traced, ATTACH_ERRORS,
+};

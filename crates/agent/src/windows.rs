@@ -1,0 +1,402 @@
+//! The Windows side: finding and patching ntdll's stubs in this process, and
+//! the callback every hooked call runs.
+
+use std::ffi::c_void;
+use std::hint::spin_loop;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use windows_sys::Win32::Foundation::HMODULE;
+use windows_sys::Win32::System::Diagnostics::Debug::{FlushInstructionCache, ReadProcessMemory};
+use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
+use windows_sys::Win32::System::Memory::{
+    VirtualAlloc, VirtualProtect, VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_COMMIT, MEM_FREE, MEM_RESERVE,
+    PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_PROTECTION_FLAGS, PAGE_READWRITE,
+};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, TlsAlloc, TlsGetValue, TlsSetValue, TLS_OUT_OF_INDEXES,
+};
+use winstrace_core::memory::{TargetMemory, Unreadable};
+use winstrace_hook::trampoline::{Frame, StubToTrace, FRAME_SIZE};
+use winstrace_hook::{inline, is_no_return, pe, stub};
+use winstrace_ring::{Ring, RingRef};
+
+use crate::record::{CallRecord, RECORD_KIND_CALL};
+
+/// `winstrace_agent_attach`'s error returns and what they mean.
+pub const ATTACH_ERRORS: &[(i32, &str)] = &[
+    (-1, "already attached (or an attach is in progress)"),
+    (-2, "the ring region is not an initialised ring"),
+    (-3, "no thread-local slot for the reentrancy guard"),
+    (-4, "ntdll is not loaded"),
+    (-5, "ntdll's exports are unreadable"),
+    (-6, "no system-call stub recognised"),
+    (-7, "assembling the trampolines failed"),
+    (-8, "no memory for the trampolines within 2 GiB of ntdll"),
+    (-9, "changing a page protection failed"),
+];
+
+/// Offset of `TEB.TlsSlots` (64 pointers) on x64, Windows and Wine alike.
+const TEB_TLS_SLOTS: usize = 0x1480;
+/// Offset of `TEB.ClientId.UniqueThread` on x64.
+const TEB_THREAD_ID: usize = 0x48;
+/// TLS indexes below this live in the TEB itself (no allocation to reach them).
+const TEB_TLS_COUNT: u32 = 64;
+
+/// Reentrancy guard values, kept per thread in a TEB TLS slot.
+const GUARD_TRACED: u64 = 0;
+/// Inside `on_call`: a nested hooked call (from the wait callback, say) is
+/// passed through untraced.
+const GUARD_BUSY: u64 = 1;
+/// The thread asked not to be traced (the agent's own work, a reader).
+const GUARD_EXCLUDED: u64 = 2;
+
+/// What `on_call` needs, set once before the first stub is patched.
+struct State {
+    ring: RingRef<'static>,
+    /// Stub-copy addresses, increasing: a frame's copy gives the function.
+    copies: Vec<u64>,
+    names: Vec<String>,
+    /// NtYieldExecution's stub copy: a yield that goes around the hooks.
+    yield_copy: Option<unsafe extern "system" fn() -> i32>,
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+static ATTACHING: AtomicBool = AtomicBool::new(false);
+/// The TLS index of the guard, `u32::MAX` until allocated.
+static TLS_INDEX: AtomicU32 = AtomicU32::new(u32::MAX);
+
+fn teb_read(offset: usize) -> u64 {
+    let value: u64;
+    // SAFETY: GS points at this thread's TEB on x64 Windows; callers pass
+    // offsets of fields inside it (thread id, TLS slots below 64).
+    unsafe {
+        std::arch::asm!("mov {v}, qword ptr gs:[{o}]", v = out(reg) value, o = in(reg) offset,
+            options(nostack, readonly, preserves_flags));
+    }
+    value
+}
+
+fn teb_write(offset: usize, value: u64) {
+    // SAFETY: as in `teb_read`; only our own TLS slot is ever written.
+    unsafe {
+        std::arch::asm!("mov qword ptr gs:[{o}], {v}", v = in(reg) value, o = in(reg) offset,
+            options(nostack, preserves_flags));
+    }
+}
+
+/// Byte offset in the TEB of the guard slot, if allocated.
+fn guard_offset() -> Option<usize> {
+    let index = TLS_INDEX.load(Ordering::Acquire);
+    (index < TEB_TLS_COUNT).then(|| TEB_TLS_SLOTS + 8 * index as usize)
+}
+
+/// Allocates the guard's TLS index once. Read and written straight in the
+/// TEB (TlsGetValue/TlsSetValue would touch the thread's last error), which
+/// needs an index below 64; the offset is checked against TlsGetValue once.
+fn ensure_guard() -> Option<usize> {
+    if let Some(offset) = guard_offset() {
+        return Some(offset);
+    }
+    // SAFETY: plain calls; the index is ours for the life of the process.
+    let index = unsafe { TlsAlloc() };
+    if index == TLS_OUT_OF_INDEXES {
+        return None;
+    }
+    if index >= TEB_TLS_COUNT {
+        return None; // Leaked: a handful of bytes, and attach fails anyway.
+    }
+    let offset = TEB_TLS_SLOTS + 8 * index as usize;
+    teb_write(offset, 0x5157);
+    // SAFETY: reads our own, just allocated index.
+    let seen = unsafe { TlsGetValue(index) } as u64;
+    teb_write(offset, 0);
+    if seen != 0x5157 {
+        // SAFETY: as above; leave the slot as TlsAlloc made it.
+        unsafe { TlsSetValue(index, std::ptr::null()) };
+        return None;
+    }
+    match TLS_INDEX.compare_exchange(u32::MAX, index, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(offset),
+        Err(_) => guard_offset(), // Another thread won; our index stays unused.
+    }
+}
+
+/// Stops (`traced == 0`) or resumes tracing of the calling thread's calls.
+/// Returns 0, or -3 if no TLS slot is available. Usable before attaching.
+#[no_mangle]
+pub extern "C" fn winstrace_agent_set_thread_traced(traced: i32) -> i32 {
+    let Some(offset) = ensure_guard() else { return -3 };
+    teb_write(offset, if traced != 0 { GUARD_TRACED } else { GUARD_EXCLUDED });
+    0
+}
+
+/// The index recorded as `function` for the hooked function `name` (ASCII,
+/// `len` bytes, no terminator), or -1 if it is not hooked or not attached.
+///
+/// # Safety
+/// `name` must point at `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn winstrace_agent_function_index(name: *const u8, len: usize) -> i32 {
+    let Some(state) = STATE.get() else { return -1 };
+    if name.is_null() {
+        return -1;
+    }
+    // SAFETY: the caller promises `len` readable bytes at `name`.
+    let name = unsafe { std::slice::from_raw_parts(name, len) };
+    state.names.iter().position(|n| n.as_bytes() == name).map_or(-1, |i| i as i32)
+}
+
+/// The callback of every hooked call (see `winstrace_hook::inline`): runs
+/// on the calling thread with `frame` pointing at the saved frame.
+extern "win64" fn on_call(frame: *const u8, no_return: u64) {
+    let Some(guard) = guard_offset() else { return };
+    if teb_read(guard) != GUARD_TRACED {
+        return;
+    }
+    teb_write(guard, GUARD_BUSY);
+    record_call(frame, no_return);
+    teb_write(guard, GUARD_TRACED);
+}
+
+/// Builds the record on the stack and writes it: no heap, no lock, and no
+/// call into a hooked function (the wait yields through a stub copy).
+fn record_call(frame: *const u8, no_return: u64) {
+    let Some(state) = STATE.get() else { return };
+    // SAFETY: the inline routines pass RSP, the start of a FRAME_SIZE-byte
+    // frame they have just filled on this thread's stack.
+    let bytes = unsafe { std::ptr::read(frame as *const [u8; FRAME_SIZE]) };
+    let f = Frame::parse(&bytes);
+    let Ok(function) = state.copies.binary_search(&f.stub_copy) else { return };
+    let record = CallRecord {
+        function: function as u32,
+        thread_id: teb_read(TEB_THREAD_ID) as u32,
+        status: f.rax,
+        no_return: no_return != inline::RETURNED,
+        entry_tsc: f.entry_tsc,
+        return_tsc: f.return_tsc,
+        args: f.args,
+    };
+    let yield_copy = state.yield_copy;
+    let mut wait = || {
+        for _ in 0..64 {
+            spin_loop();
+        }
+        if let Some(yield_now) = yield_copy {
+            // SAFETY: an unhooked copy of NtYieldExecution, which takes no
+            // arguments and only returns a status.
+            unsafe { yield_now() };
+        }
+    };
+    // A refused record is counted in the ring's lost counter; nothing else
+    // to do about it from inside someone else's call.
+    let _ = state.ring.write(RECORD_KIND_CALL, &record.encode(), &mut wait);
+}
+
+/// This process's memory, read through ReadProcessMemory so that a bad
+/// address in a header is an error, not an access violation.
+struct OwnMemory;
+
+impl TargetMemory for OwnMemory {
+    fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable> {
+        let mut read = 0usize;
+        // SAFETY: the kernel checks the source range; `buf` is ours.
+        let ok = unsafe {
+            ReadProcessMemory(
+                GetCurrentProcess(),
+                address as *const c_void,
+                buf.as_mut_ptr() as *mut c_void,
+                buf.len(),
+                &mut read,
+            )
+        };
+        if ok != 0 && read == buf.len() {
+            Ok(())
+        } else {
+            Err(Unreadable { address })
+        }
+    }
+}
+
+/// Hooks every recognised Nt* stub of this process's ntdll and records each
+/// call into the ring at `ring` (`words` 64-bit words, 8-byte aligned,
+/// already formatted by `Ring::init` and alive as long as the process).
+/// Returns the number of hooked functions, or a negative error
+/// (see [`ATTACH_ERRORS`]). Attaches once per process.
+///
+/// # Safety
+/// `ring` must point at `words` readable and writable `u64`s that nothing
+/// frees while the process runs.
+#[no_mangle]
+pub unsafe extern "C" fn winstrace_agent_attach(ring: *const u64, words: usize) -> i32 {
+    if STATE.get().is_some() || ATTACHING.swap(true, Ordering::AcqRel) {
+        return -1;
+    }
+    let result = attach(ring, words);
+    if result < 0 {
+        ATTACHING.store(false, Ordering::Release);
+    }
+    result
+}
+
+fn attach(ring: *const u64, words: usize) -> i32 {
+    let Some(guard) = ensure_guard() else { return -3 };
+    // The attaching thread's own calls (allocations, protection changes
+    // through already patched stubs) are not traced.
+    let saved_guard = teb_read(guard);
+    teb_write(guard, GUARD_EXCLUDED);
+    let result = attach_unguarded(ring, words);
+    teb_write(guard, saved_guard);
+    result
+}
+
+fn attach_unguarded(ring: *const u64, words: usize) -> i32 {
+    if ring.is_null() || ring as usize % 8 != 0 {
+        return -2;
+    }
+    // SAFETY: the caller promises `words` u64s at `ring` for the life of the
+    // process; AtomicU64 has the size and alignment of u64, and every access
+    // to the region goes through the atomics.
+    let region: &'static [AtomicU64] = unsafe { std::slice::from_raw_parts(ring as *const AtomicU64, words) };
+    let Ok(ring) = Ring::attach(region) else { return -2 };
+
+    let ntdll_name: Vec<u16> = "ntdll.dll\0".encode_utf16().collect();
+    // SAFETY: NUL-terminated name; no reference is taken on the module.
+    let ntdll: HMODULE = unsafe { GetModuleHandleW(ntdll_name.as_ptr()) };
+    if ntdll.is_null() {
+        return -4;
+    }
+    let ntdll = ntdll as u64;
+    let mem = OwnMemory;
+    let Ok(exports) = pe::exports(&mem, ntdll) else { return -5 };
+    let mut stubs = Vec::new();
+    let mut names = Vec::new();
+    for export in exports {
+        if !export.name.starts_with("Nt") || export.name.starts_with("Ntdll") {
+            continue;
+        }
+        let mut window = [0u8; stub::STUB_WINDOW];
+        let n = mem.read_partial(export.address, &mut window);
+        let Some(shape) = stub::recognize(&window[..n]) else { continue };
+        // The patch is one aligned 8-byte store over the first 8 bytes.
+        if export.address % 8 != 0 || shape.code.len() < 8 {
+            continue;
+        }
+        stubs.push(StubToTrace {
+            address: export.address,
+            code: shape.code,
+            no_return: is_no_return(&export.name),
+        });
+        names.push(export.name);
+    }
+    if stubs.is_empty() {
+        return -6;
+    }
+    let Ok(size) = inline::region_size(&stubs) else { return -7 };
+    let Some(region) = allocate_near(ntdll, size) else { return -8 };
+    let Ok(t) = inline::build(region, &stubs) else { return -7 };
+    // SAFETY: `region` is a fresh read-write allocation of `size` bytes and
+    // the build at the same base has exactly that size.
+    unsafe {
+        std::ptr::copy_nonoverlapping(t.code.as_ptr(), region as *mut u8, t.code.len());
+        *(t.callback_slot as *mut u64) = on_call as extern "win64" fn(*const u8, u64) as usize as u64;
+    }
+    let mut old: PAGE_PROTECTION_FLAGS = 0;
+    // SAFETY: our own fresh allocation; from now on it is code.
+    if unsafe { VirtualProtect(region as *const c_void, t.code.len(), PAGE_EXECUTE_READ, &mut old) } == 0 {
+        return -9;
+    }
+    // SAFETY: plain call on our own process.
+    unsafe { FlushInstructionCache(GetCurrentProcess(), region as *const c_void, t.code.len()) };
+
+    let yield_copy = names.iter().position(|n| n == "NtYieldExecution").map(|i| {
+        // SAFETY: the copy of NtYieldExecution's stub is a complete function
+        // with that (argument-less, status-returning) signature.
+        unsafe { std::mem::transmute::<usize, unsafe extern "system" fn() -> i32>(t.copies[i] as usize) }
+    });
+    let state = State { ring, copies: t.copies.clone(), names, yield_copy };
+    if STATE.set(state).is_err() {
+        return -1;
+    }
+
+    // Patch the stubs: one protection change over the range they span (all
+    // in ntdll's code section), then one atomic store per stub.
+    let first = stubs.iter().map(|s| s.address).min().unwrap_or(0);
+    let end = stubs.iter().map(|s| s.address + 8).max().unwrap_or(0);
+    let mut old: PAGE_PROTECTION_FLAGS = 0;
+    // SAFETY: ntdll's code pages; they stay executable throughout, so
+    // threads running in them are unaffected.
+    if unsafe {
+        VirtualProtect(first as *const c_void, (end - first) as usize, PAGE_EXECUTE_READWRITE, &mut old)
+    } == 0
+    {
+        return -9;
+    }
+    let mut hooked = 0i32;
+    for (stub, thunk) in stubs.iter().zip(&t.thunks) {
+        let Some(patch) = inline::atomic_patch(stub.address, *thunk, &stub.code) else { continue };
+        let mut original = [0u8; 8];
+        original.copy_from_slice(&stub.code[..8]);
+        // SAFETY: `stub.address` is 8-byte aligned (checked above), inside
+        // ntdll's mapped code made writable just above; every thread reads
+        // those bytes only as instructions, so an atomic store is the one
+        // write they can observe, whole or not at all.
+        let word = unsafe { &*(stub.address as *const AtomicU64) };
+        // Only if the bytes are still those we recognised (no other hooker
+        // got there in between).
+        if word
+            .compare_exchange(
+                u64::from_le_bytes(original),
+                u64::from_le_bytes(patch),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+        {
+            hooked += 1;
+        }
+    }
+    let mut ignored: PAGE_PROTECTION_FLAGS = 0;
+    // SAFETY: puts back the protection the pages had.
+    unsafe {
+        VirtualProtect(first as *const c_void, (end - first) as usize, old, &mut ignored);
+        FlushInstructionCache(GetCurrentProcess(), first as *const c_void, (end - first) as usize);
+    }
+    hooked
+}
+
+/// Allocates `size` read-write bytes within ±2 GiB of `near` (a `jmp rel32`
+/// from any stub then reaches the region), or `None`.
+fn allocate_near(near: u64, size: usize) -> Option<u64> {
+    const GRANULE: u64 = 0x1_0000;
+    const REACH: u64 = 0x7000_0000;
+    let mut at = near.saturating_sub(REACH).max(GRANULE);
+    while at < near.saturating_add(REACH) {
+        // SAFETY: MEMORY_BASIC_INFORMATION is plain data filled by the call.
+        let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
+        // SAFETY: queries our own address space.
+        let got = unsafe {
+            VirtualQuery(at as *const c_void, &mut info, std::mem::size_of::<MEMORY_BASIC_INFORMATION>())
+        };
+        if got == 0 {
+            return None;
+        }
+        let start = info.BaseAddress as u64;
+        let end = start + info.RegionSize as u64;
+        if info.State == MEM_FREE {
+            let aligned = start.div_ceil(GRANULE) * GRANULE;
+            let last = aligned + size as u64;
+            if last <= end && aligned + GRANULE > near.saturating_sub(REACH) && last < near + REACH {
+                // SAFETY: reserves fresh pages; `aligned` is a free range.
+                let got = unsafe {
+                    VirtualAlloc(aligned as *const c_void, size, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE)
+                } as u64;
+                if got != 0 {
+                    return Some(got);
+                }
+            }
+        }
+        at = end.max(at + GRANULE);
+    }
+    None
+}

@@ -1,0 +1,287 @@
+//! The agent DLL hooking the test process itself, which also plays the
+//! tracer: it creates the ring, loads `winstrace_agent.dll`, attaches it and
+//! drains the records on a reader thread.
+//!
+//! All tests share the one agent of the process (it attaches once), so they
+//! run one at a time and each looks only at the records written between two
+//! barriers of its own.
+#![cfg(all(windows, target_arch = "x86_64"))]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use windows_sys::Win32::Storage::FileSystem::{GetFileAttributesW, INVALID_FILE_ATTRIBUTES};
+use windows_sys::Win32::System::LibraryLoader::{GetProcAddress, LoadLibraryW};
+use windows_sys::Win32::System::Threading::GetCurrentThreadId;
+use winstrace_agent::record::{CallRecord, RECORD_KIND_CALL};
+use winstrace_ring::{Ring, RingRef};
+
+const CAPACITY: u64 = 1 << 20;
+const STATUS_OBJECT_NAME_NOT_FOUND: u64 = 0xc000_0034;
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What GetProcAddress hands back, before the cast to the real signature.
+type RawProc = unsafe extern "system" fn() -> isize;
+type AttachFn = unsafe extern "C" fn(*const u64, usize) -> i32;
+type SetTracedFn = unsafe extern "C" fn(i32) -> i32;
+type IndexFn = unsafe extern "C" fn(*const u8, usize) -> i32;
+
+struct Tracer {
+    ring: RingRef<'static>,
+    records: Mutex<Vec<CallRecord>>,
+    /// The ring's read position once every record before it is in `records`.
+    collected_up_to: AtomicU64,
+    bad_records: AtomicU64,
+    reader_thread: AtomicU32,
+    /// Set by a test to make the reader itself call GetFileAttributesW this
+    /// many times; the reader clears it when done.
+    reader_probe: AtomicU32,
+    hooked: i32,
+    query_attributes_file: u32,
+    serial: Mutex<()>,
+}
+
+fn agent_dll() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    let deps = exe.parent().expect("deps dir");
+    for dir in [deps.parent().expect("profile dir"), deps] {
+        let dll = dir.join("winstrace_agent.dll");
+        if dll.exists() {
+            return dll;
+        }
+    }
+    panic!("winstrace_agent.dll not found next to {}", exe.display());
+}
+
+fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain([0]).collect()
+}
+
+fn missing_file_attributes(path: &[u16]) {
+    // SAFETY: NUL-terminated path.
+    let attributes = unsafe { GetFileAttributesW(path.as_ptr()) };
+    assert_eq!(attributes, INVALID_FILE_ATTRIBUTES);
+}
+
+fn missing_path(tag: &str) -> Vec<u16> {
+    // The root exists, the file does not: STATUS_OBJECT_NAME_NOT_FOUND.
+    wide(&format!("C:\\winstrace-agent-test-missing-{tag}.txt"))
+}
+
+fn tracer() -> &'static Tracer {
+    static TRACER: OnceLock<Tracer> = OnceLock::new();
+    TRACER.get_or_init(|| {
+        let region: &'static [AtomicU64] = Box::leak(Ring::alloc_region(CAPACITY).expect("region"));
+        let ring = Ring::init(region, CAPACITY).expect("ring");
+        let dll = wide(&agent_dll().to_string_lossy());
+        // SAFETY: NUL-terminated path; the DLL stays loaded for good.
+        let module = unsafe { LoadLibraryW(dll.as_ptr()) };
+        assert!(!module.is_null(), "LoadLibraryW failed");
+        let symbol = |name: &[u8]| {
+            // SAFETY: NUL-terminated export name on a loaded module.
+            unsafe { GetProcAddress(module, name.as_ptr()) }.unwrap_or_else(|| panic!("no export {name:?}"))
+        };
+        // SAFETY: the exports have these signatures (crates/agent/src/windows.rs).
+        let (attach, set_traced, index) = unsafe {
+            (
+                std::mem::transmute::<RawProc, AttachFn>(symbol(b"winstrace_agent_attach\0")),
+                std::mem::transmute::<RawProc, SetTracedFn>(symbol(b"winstrace_agent_set_thread_traced\0")),
+                std::mem::transmute::<RawProc, IndexFn>(symbol(b"winstrace_agent_function_index\0")),
+            )
+        };
+        // SAFETY: the region is leaked, so it lives as long as the process.
+        let hooked = unsafe { attach(region.as_ptr() as *const u64, region.len()) };
+        assert!(hooked > 100, "attach returned {hooked}");
+        let name = b"NtQueryAttributesFile";
+        // SAFETY: pointer and length of a byte string.
+        let query_attributes_file = unsafe { index(name.as_ptr(), name.len()) };
+        assert!(query_attributes_file >= 0, "NtQueryAttributesFile is not hooked");
+        let state = Tracer {
+            ring,
+            records: Mutex::new(Vec::new()),
+            collected_up_to: AtomicU64::new(0),
+            bad_records: AtomicU64::new(0),
+            reader_thread: AtomicU32::new(0),
+            reader_probe: AtomicU32::new(0),
+            hooked,
+            query_attributes_file: query_attributes_file as u32,
+            serial: Mutex::new(()),
+        };
+        std::thread::spawn(move || {
+            // SAFETY: plain call into the agent.
+            assert_eq!(unsafe { set_traced(0) }, 0);
+            // SAFETY: plain call.
+            let me = unsafe { GetCurrentThreadId() };
+            let t = tracer();
+            t.reader_thread.store(me, Ordering::Release);
+            read_forever(t)
+        });
+        state
+    })
+}
+
+fn read_forever(t: &'static Tracer) -> ! {
+    let mut reader = t.ring.reader().expect("reader");
+    let probe_path = missing_path("reader");
+    loop {
+        match reader.next() {
+            Ok(Some(record)) => {
+                let decoded = (record.kind == RECORD_KIND_CALL)
+                    .then(|| CallRecord::decode(record.payload).ok())
+                    .flatten();
+                match decoded {
+                    Some(r) => t.records.lock().unwrap().push(r),
+                    None => {
+                        t.bad_records.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(None) => {
+                let probes = t.reader_probe.load(Ordering::Acquire);
+                for _ in 0..probes {
+                    missing_file_attributes(&probe_path);
+                }
+                if probes != 0 {
+                    t.reader_probe.store(0, Ordering::Release);
+                }
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("ring error: {e}"),
+        }
+        t.collected_up_to.store(t.ring.read_position(), Ordering::Release);
+    }
+}
+
+impl Tracer {
+    /// Waits until every record reserved before now is in `records`, and
+    /// returns how many records there are.
+    fn barrier(&self) -> usize {
+        let target = self.ring.write_position();
+        let start = Instant::now();
+        while self.collected_up_to.load(Ordering::Acquire) < target {
+            assert!(start.elapsed() < TIMEOUT, "reader stuck: {:?}", self.ring);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.records.lock().unwrap().len()
+    }
+
+    fn since(&self, mark: usize) -> Vec<CallRecord> {
+        self.records.lock().unwrap()[mark..].to_vec()
+    }
+}
+
+fn serial(t: &Tracer) -> MutexGuard<'_, ()> {
+    t.serial.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn a_hundred_calls_from_one_thread_give_a_hundred_records() {
+    let t = tracer();
+    let _one_at_a_time = serial(t);
+    let path = missing_path("single");
+    // SAFETY: plain call.
+    let me = unsafe { GetCurrentThreadId() };
+    let mark = t.barrier();
+    for _ in 0..100 {
+        missing_file_attributes(&path);
+    }
+    t.barrier();
+    let mine: Vec<CallRecord> = t
+        .since(mark)
+        .into_iter()
+        .filter(|r| r.thread_id == me && r.function == t.query_attributes_file)
+        .collect();
+    assert_eq!(mine.len(), 100, "hooked {} functions", t.hooked);
+    for r in &mine {
+        assert_eq!(r.status & 0xffff_ffff, STATUS_OBJECT_NAME_NOT_FOUND, "{r:x?}");
+        assert!(!r.no_return);
+        assert_ne!(r.args[0], 0, "OBJECT_ATTRIBUTES pointer");
+        assert_ne!(r.args[1], 0, "FILE_BASIC_INFORMATION pointer");
+        assert!(r.return_tsc >= r.entry_tsc);
+    }
+    assert_eq!(t.bad_records.load(Ordering::Relaxed), 0);
+    assert_eq!(t.ring.lost_records(), 0);
+}
+
+#[test]
+fn eight_threads_times_ten_thousand_calls_lose_nothing() {
+    const THREADS: usize = 8;
+    const CALLS: usize = 10_000;
+    let t = tracer();
+    let _one_at_a_time = serial(t);
+    let mark = t.barrier();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let path = missing_path(&format!("stress-{i}"));
+                // SAFETY: plain call.
+                let me = unsafe { GetCurrentThreadId() };
+                for _ in 0..CALLS {
+                    missing_file_attributes(&path);
+                }
+                me
+            })
+        })
+        .collect();
+    // The workers are alive until joined, so their ids are distinct.
+    let ids: Vec<u32> = workers.into_iter().map(|w| w.join().expect("worker")).collect();
+    t.barrier();
+    let elapsed = started.elapsed();
+    let records = t.since(mark);
+    let mut per_thread = [0usize; THREADS];
+    for r in records.iter().filter(|r| r.function == t.query_attributes_file) {
+        if let Some(i) = ids.iter().position(|&id| id == r.thread_id) {
+            assert_eq!(r.status & 0xffff_ffff, STATUS_OBJECT_NAME_NOT_FOUND);
+            per_thread[i] += 1;
+        }
+    }
+    eprintln!(
+        "{} records in all in {elapsed:?}; NtQueryAttributesFile per thread: {per_thread:?}",
+        records.len()
+    );
+    assert_eq!(per_thread, [CALLS; THREADS]);
+    assert_eq!(t.ring.lost_records(), 0);
+    assert_eq!(t.bad_records.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn the_readers_own_calls_are_not_traced() {
+    let t = tracer();
+    let _one_at_a_time = serial(t);
+    let start = Instant::now();
+    while t.reader_thread.load(Ordering::Acquire) == 0 {
+        assert!(start.elapsed() < TIMEOUT);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let reader = t.reader_thread.load(Ordering::Acquire);
+    // The reader excluded itself first thing, but calls the new thread
+    // made before that (thread start-up in std and ntdll) are traced: look
+    // only at what it did after.
+    let all_before = t.barrier();
+    let early: Vec<u32> =
+        t.since(0)[..all_before].iter().filter(|r| r.thread_id == reader).map(|r| r.function).collect();
+    eprintln!("reader records before it excluded itself (function indexes): {early:?}");
+    t.reader_probe.store(25, Ordering::Release);
+    while t.reader_probe.load(Ordering::Acquire) != 0 {
+        assert!(start.elapsed() < TIMEOUT, "reader did not run its probe");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    t.barrier();
+    // Not one record from the reader since it excluded itself: neither the probe's
+    // GetFileAttributesW nor its yields and allocations.
+    let from_reader = t.since(all_before).iter().filter(|r| r.thread_id == reader).count();
+    assert_eq!(from_reader, 0);
+    // Calls made by the test thread meanwhile are traced (control).
+    // SAFETY: plain call.
+    let me = unsafe { GetCurrentThreadId() };
+    let mark = t.barrier();
+    missing_file_attributes(&missing_path("control"));
+    t.barrier();
+    assert_eq!(
+        t.since(mark).iter().filter(|r| r.thread_id == me && r.function == t.query_attributes_file).count(),
+        1
+    );
+}
