@@ -189,3 +189,20 @@ fn arg_metadata_is_filled_in() {
     assert_eq!((args[1].name, args[1].ty, args[1].out), (Some("DesiredAccess"), Some("ACCESS_MASK"), false));
     assert!(args[3].out);
 }
+
+#[test]
+fn nt_create_user_process_decodes_each_mask_with_its_own_objects_rights() {
+    let mem = MemoryImage::new();
+    let args = [0x1000, 0x1008, 0x1f_ffff, 0x1f_ffff, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(arg("NtCreateUserProcess", &args, OK, &mem, "ProcessDesiredAccess"), "PROCESS_ALL_ACCESS");
+    assert_eq!(arg("NtCreateUserProcess", &args, OK, &mem, "ThreadDesiredAccess"), "THREAD_ALL_ACCESS");
+    let args = [0x1000, 0x1008, 0x10_0410, 0x10_0002, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(
+        arg("NtCreateUserProcess", &args, OK, &mem, "ProcessDesiredAccess"),
+        "PROCESS_VM_READ|PROCESS_QUERY_INFORMATION|SYNCHRONIZE"
+    );
+    assert_eq!(
+        arg("NtCreateUserProcess", &args, OK, &mem, "ThreadDesiredAccess"),
+        "THREAD_SUSPEND_RESUME|SYNCHRONIZE"
+    );
+}
