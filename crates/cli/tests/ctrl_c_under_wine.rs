@@ -63,12 +63,12 @@ fn sigint_detaches_from_an_attached_process_which_then_finishes() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = |name: &str| dir.join(name);
 
-    // The target sleeps in 10 ms steps for 8 s, then makes 25 probe calls and
+    // The target sleeps in 10 ms steps for 12 s (room for a slow attach), then makes 25 probe calls and
     // prints a line. Its image name is unique to this test run.
     let target_exe = dir.join("wst-ctrlc-target.exe");
     std::fs::copy(bin.join("wst-testprog.exe"), &target_exe).unwrap();
     let mut target =
-        wine(&target_exe, &["wait-then-loop", "8000", "25"], &file("target.out"), &file("target.err"));
+        wine(&target_exe, &["wait-then-loop", "12000", "25"], &file("target.out"), &file("target.err"));
     std::thread::sleep(Duration::from_millis(1500));
 
     let trace = file("trace.txt");
