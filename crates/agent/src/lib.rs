@@ -1,15 +1,21 @@
 //! winstrace's in-process agent.
 //!
-//! Loaded into a process (for now by the process itself; injection comes
-//! later), [`winstrace_agent_attach`] hooks every Nt* system-call stub of
+//! Loaded into a process, [`winstrace_agent_attach`] hooks every Nt* system-call stub of
 //! ntdll with [`winstrace_hook::inline`] trampolines and writes one
 //! [`record::CallRecord`] per call into a [`winstrace_ring`] ring that the
 //! tracer drains. See README.md for how the hooks go in safely while other
 //! threads run.
 //!
-//! [`record`] is platform-independent (the tracer decodes with it); the
+//! Injected by the tracer (winstrace-engine-inject), the DLL attaches by
+//! itself: its `DllMain`, on `DLL_PROCESS_ATTACH`, opens the file mapping
+//! [`mapping::mapping_name`] of its own process id if there is one, attaches
+//! to the ring in it and publishes the hooked functions' names there (see
+//! [`mapping`]). Without such a mapping loading the DLL does nothing.
+//!
+//! [`record`] and [`mapping`] are platform-independent (the tracer decodes with it); the
 //! hooking itself exists on Windows only.
 
+pub mod mapping;
 pub mod record;
 
 #[cfg(all(windows, target_arch = "x86_64"))]

@@ -10,17 +10,19 @@ use windows_sys::Win32::Foundation::HMODULE;
 use windows_sys::Win32::System::Diagnostics::Debug::{FlushInstructionCache, ReadProcessMemory};
 use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
 use windows_sys::Win32::System::Memory::{
-    VirtualAlloc, VirtualProtect, VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_COMMIT, MEM_FREE, MEM_RESERVE,
-    PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_PROTECTION_FLAGS, PAGE_READWRITE,
+    MapViewOfFile, OpenFileMappingW, VirtualAlloc, VirtualProtect, VirtualQuery, FILE_MAP_READ,
+    FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEM_COMMIT, MEM_FREE, MEM_RESERVE, PAGE_EXECUTE_READ,
+    PAGE_EXECUTE_READWRITE, PAGE_PROTECTION_FLAGS, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, TlsAlloc, TlsGetValue, TlsSetValue, TLS_OUT_OF_INDEXES,
+    GetCurrentProcess, GetCurrentProcessId, TlsAlloc, TlsGetValue, TlsSetValue, TLS_OUT_OF_INDEXES,
 };
 use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{Frame, StubToTrace, FRAME_SIZE};
 use winstrace_hook::{inline, is_no_return, pe, stub};
 use winstrace_ring::{Ring, RingRef};
 
+use crate::mapping::{self, Layout};
 use crate::record::{CallRecord, RECORD_KIND_CALL};
 
 /// `winstrace_agent_attach`'s error returns and what they mean.
@@ -399,4 +401,64 @@ fn allocate_near(near: u64, size: usize) -> Option<u64> {
         at = end.max(at + GRANULE);
     }
     None
+}
+
+/// `DllMain`'s reason code for the DLL being loaded into a process.
+const DLL_PROCESS_ATTACH: u32 = 1;
+
+/// The DLL's entry point (called by the mingw CRT's startup routine). When
+/// the tracer injected the DLL it has created the mapping of this process
+/// id beforehand, so attaching here puts the hooks in before the program's
+/// entry point runs. Attaching in `DllMain` (under the loader lock) is
+/// sound because it loads no library and waits for no other thread: it
+/// allocates, changes page protections and reads this process's memory.
+#[no_mangle]
+pub extern "system" fn DllMain(_module: *mut c_void, reason: u32, _reserved: *mut c_void) -> i32 {
+    if reason == DLL_PROCESS_ATTACH {
+        attach_to_shared_mapping();
+    }
+    1
+}
+
+/// Opens `Local\winstrace-ring-<our pid>`, attaches to the ring in it and
+/// publishes the names of the hooked functions. Does nothing if there is no
+/// such mapping (a process that loaded the DLL itself, as the tests do) or
+/// if its header is not one we understand.
+fn attach_to_shared_mapping() {
+    // SAFETY: plain call.
+    let pid = unsafe { GetCurrentProcessId() };
+    let name: Vec<u16> = mapping::mapping_name(pid).encode_utf16().chain([0]).collect();
+    // SAFETY: NUL-terminated name; the handle is kept open for good (the
+    // view keeps the mapping alive anyway).
+    let section = unsafe { OpenFileMappingW(FILE_MAP_READ | FILE_MAP_WRITE, 0, name.as_ptr()) };
+    if section.is_null() {
+        return;
+    }
+    // SAFETY: maps the whole section; the view is never unmapped.
+    let view = unsafe { MapViewOfFile(section, FILE_MAP_READ | FILE_MAP_WRITE, 0, 0, 0) };
+    let base = view.Value as *const u64;
+    if base.is_null() {
+        return;
+    }
+    // SAFETY: MEMORY_BASIC_INFORMATION is plain data filled by the call.
+    let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: queries our own address space at the view we just mapped.
+    let got = unsafe {
+        VirtualQuery(base as *const c_void, &mut info, std::mem::size_of::<MEMORY_BASIC_INFORMATION>())
+    };
+    if got == 0 {
+        return;
+    }
+    let words = info.RegionSize / 8;
+    // SAFETY: the view is page-aligned, `words` u64s long, readable and
+    // writable, and stays mapped for the life of the process; the tracer
+    // shares it, so every access goes through the atomics.
+    let region: &'static [AtomicU64] = unsafe { std::slice::from_raw_parts(base as *const AtomicU64, words) };
+    let Some(layout) = Layout::read_header(region) else { return };
+    let ring = layout.ring(region);
+    // SAFETY: `ring` is inside the view, which is never unmapped.
+    let result = unsafe { winstrace_agent_attach(ring.as_ptr() as *const u64, ring.len()) };
+    let names = STATE.get().map(|s| s.names.as_slice()).unwrap_or(&[]);
+    let names = if result >= 0 { names } else { &[] };
+    mapping::publish_names(region, &layout, names.iter().map(String::as_str), result);
 }

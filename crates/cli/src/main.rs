@@ -135,6 +135,9 @@ enum SortKey {
 enum Engine {
     /// The Windows debug API: traps each call's return; needs nothing installed.
     Debug,
+    /// in-process agent: hooks inside the target, records calls in shared
+    /// memory; experimental: no memory capture yet, launch only.
+    Inject,
 }
 
 /// The text after the options in --help: the output format and the classes
@@ -245,7 +248,9 @@ fn text_options(cli: &Cli, flush_each_line: bool) -> winstrace_core::text::TextO
 fn run(cli: &Cli) -> Result<ExitCode, String> {
     use winstrace_engine_debug as engine;
 
-    let Engine::Debug = cli.engine;
+    if cli.engine == Engine::Inject {
+        return run_inject(cli);
+    }
     let target = match (&cli.attach, &cli.program) {
         (Some(spec), _) => engine::Target::Attach { pid: target::resolve_pid(spec)? },
         (None, Some(program)) => engine::Target::Launch { program: program.clone(), args: cli.args.clone() },
@@ -285,6 +290,38 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     let code = outcome.exit_code.unwrap_or(0);
     drop(sink);
     std::process::exit(code as i32)
+}
+
+/// `--engine inject`: launch only, every function, no -f.
+#[cfg(windows)]
+fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
+    if cli.attach.is_some() {
+        return Err("--engine inject cannot attach (-p): it only launches programs".into());
+    }
+    if cli.follow > 0 {
+        return Err("--engine inject cannot follow children (-f) yet".into());
+    }
+    if !cli.expressions.is_empty() || cli.failed_only || cli.successful_only || cli.handle_names {
+        return Err("--engine inject does not support -e, -Z, -z or -y yet; use --engine debug".into());
+    }
+    let Some(program) = &cli.program else { unreachable!("clap requires PROGRAM unless -p is given") };
+    let mut sink = build_sink(cli)?;
+    let options = winstrace_engine_inject::Options {
+        decode: winstrace_decode::DecodeOptions {
+            string_limit: cli.string_limit,
+            raw: cli.format == Some(ArgFormat::Raw),
+        },
+    };
+    let outcome = winstrace_engine_inject::trace(program, &cli.args, &options, sink.as_mut())
+        .map_err(|e| e.to_string())?;
+    if cli.stats {
+        eprintln!(
+            "winstrace: {} calls, {} functions hooked, {} records lost",
+            outcome.calls, outcome.hooked_functions, outcome.lost_records
+        );
+    }
+    drop(sink);
+    std::process::exit(outcome.exit_code as i32)
 }
 
 #[cfg(not(windows))]

@@ -308,8 +308,12 @@ usage: wst-testprog SUBCOMMAND [ARGS]
     /// `thread`: CreateThread (NtCreateThreadEx), whose thread probes
     /// THREAD_PROBE, then wait for it. CreateThread rather than std::thread
     /// because std also names the thread and sets up its own bookkeeping.
+    /// The worker sleeps first, so that the main thread is surely inside its
+    /// wait when the worker's calls happen (the calls interleave).
     fn thread() -> u32 {
         unsafe extern "system" fn thread_main(_: *mut c_void) -> u32 {
+            // SAFETY: Sleep has no pointer arguments.
+            unsafe { Sleep(200) };
             probe(&wide(THREAD_PROBE));
             0
         }

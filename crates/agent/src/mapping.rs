@@ -1,0 +1,273 @@
+//! The shared mapping between the tracer and an injected agent.
+//!
+//! The tracer creates a named file mapping, [`mapping_name`]`(pid)`, before
+//! the traced process runs any code of its own; the agent, when its DLL is
+//! loaded, opens the mapping of its own process id. All of it is native
+//! (little-endian) `u64` words, offsets in bytes, nothing is a pointer:
+//!
+//! | word | field | written by |
+//! | --- | --- | --- |
+//! | 0 | magic `b"wsMAP\0\0\x01"` (the last byte is the layout version) | tracer |
+//! | 1 | ring offset (bytes, a multiple of 8) | tracer |
+//! | 2 | ring size (bytes: header and data area, see winstrace-ring) | tracer |
+//! | 3 | name table offset (bytes, a multiple of 8) | tracer |
+//! | 4 | name table capacity (bytes, a multiple of 8) | tracer |
+//! | 5 | agent state: 0 not yet, [`AGENT_ATTACHED`], [`AGENT_FAILED`] (stored last, Release) | agent |
+//! | 6 | `winstrace_agent_attach`'s result (an `i32` sign-extended) | agent |
+//! | 7 | name table length (bytes) | agent |
+//! | 8.. | ring, then name table | |
+//!
+//! The name table holds the names of the hooked functions in record index
+//! order (the `function` field of a [`crate::record::CallRecord`]), ASCII,
+//! each followed by `\n`, packed little-endian into the words. The agent
+//! fills it before it publishes its state; the tracer reads nothing of it
+//! until it has seen the state with Acquire.
+//!
+//! The agent's process writes words 5-7 and the table, so the tracer checks
+//! everything it reads there ([`read_names`] never panics).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Word 0: `wsMAP`, two zero bytes, layout version 1.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"wsMAP\0\0\x01");
+/// Words of the header, before the ring.
+pub const HEADER_WORDS: usize = 8;
+/// Word 5 value: the agent attached; words 6 and 7 and the table are set.
+pub const AGENT_ATTACHED: u64 = 1;
+/// Word 5 value: the agent found the mapping but attaching failed (word 6
+/// holds the error, see `ATTACH_ERRORS`).
+pub const AGENT_FAILED: u64 = 2;
+
+const W_MAGIC: usize = 0;
+const W_RING_OFFSET: usize = 1;
+const W_RING_BYTES: usize = 2;
+const W_NAMES_OFFSET: usize = 3;
+const W_NAMES_CAPACITY: usize = 4;
+const W_AGENT_STATE: usize = 5;
+const W_ATTACH_RESULT: usize = 6;
+const W_NAMES_LENGTH: usize = 7;
+
+/// The mapping of process `pid`: a session-local name.
+pub fn mapping_name(pid: u32) -> String {
+    format!("Local\\winstrace-ring-{pid}")
+}
+
+/// Where the parts of a mapping are, in words from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub ring_offset: usize,
+    pub ring_words: usize,
+    pub names_offset: usize,
+    pub names_words: usize,
+}
+
+impl Layout {
+    /// A layout for a ring of `ring_words` words (see
+    /// `winstrace_ring::Ring::region_words`) and a name table of
+    /// `names_bytes` bytes (rounded up to whole words).
+    pub fn new(ring_words: usize, names_bytes: usize) -> Layout {
+        Layout {
+            ring_offset: HEADER_WORDS,
+            ring_words,
+            names_offset: HEADER_WORDS + ring_words,
+            names_words: names_bytes.div_ceil(8),
+        }
+    }
+
+    /// Words of the whole mapping.
+    pub fn total_words(&self) -> usize {
+        self.names_offset + self.names_words
+    }
+
+    /// Writes the header (tracer side, before the agent can run).
+    pub fn write_header(&self, region: &[AtomicU64]) {
+        let values = [
+            (W_RING_OFFSET, self.ring_offset * 8),
+            (W_RING_BYTES, self.ring_words * 8),
+            (W_NAMES_OFFSET, self.names_offset * 8),
+            (W_NAMES_CAPACITY, self.names_words * 8),
+            (W_AGENT_STATE, 0),
+            (W_ATTACH_RESULT, 0),
+            (W_NAMES_LENGTH, 0),
+        ];
+        for (word, value) in values {
+            region[word].store(value as u64, Ordering::Relaxed);
+        }
+        region[W_MAGIC].store(MAGIC, Ordering::Release);
+    }
+
+    /// Reads and checks the header of `region`: the parts must be aligned,
+    /// after the header, apart and inside the region.
+    pub fn read_header(region: &[AtomicU64]) -> Option<Layout> {
+        if region.len() < HEADER_WORDS || region[W_MAGIC].load(Ordering::Acquire) != MAGIC {
+            return None;
+        }
+        let word_count = |w: usize| -> Option<usize> {
+            let bytes = region[w].load(Ordering::Relaxed);
+            (bytes % 8 == 0).then(|| usize::try_from(bytes / 8).ok()).flatten()
+        };
+        let layout = Layout {
+            ring_offset: word_count(W_RING_OFFSET)?,
+            ring_words: word_count(W_RING_BYTES)?,
+            names_offset: word_count(W_NAMES_OFFSET)?,
+            names_words: word_count(W_NAMES_CAPACITY)?,
+        };
+        let ring_end = layout.ring_offset.checked_add(layout.ring_words)?;
+        let names_end = layout.names_offset.checked_add(layout.names_words)?;
+        let ok = layout.ring_offset >= HEADER_WORDS
+            && layout.names_offset >= ring_end
+            && names_end <= region.len();
+        ok.then_some(layout)
+    }
+
+    /// The ring's words.
+    pub fn ring<'a>(&self, region: &'a [AtomicU64]) -> &'a [AtomicU64] {
+        &region[self.ring_offset..self.ring_offset + self.ring_words]
+    }
+}
+
+/// Agent side: writes the names (record index order) and the attach result,
+/// then publishes them. Names that do not fit, and non-ASCII or `\n`
+/// characters, make the table end early (the tracer then shows such
+/// functions by number).
+pub fn publish_names<'n>(
+    region: &[AtomicU64],
+    layout: &Layout,
+    names: impl Iterator<Item = &'n str>,
+    attach_result: i32,
+) {
+    let table = &region[layout.names_offset..layout.names_offset + layout.names_words];
+    let capacity = table.len() * 8;
+    let mut word = 0u64;
+    let mut len = 0usize;
+    let mut push = |byte: u8, len: &mut usize| {
+        word |= u64::from(byte) << (8 * (*len % 8));
+        *len += 1;
+        if *len % 8 == 0 {
+            table[*len / 8 - 1].store(word, Ordering::Relaxed);
+            word = 0;
+        }
+    };
+    for name in names {
+        if len + name.len() + 1 > capacity || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            break;
+        }
+        for b in name.bytes() {
+            push(b, &mut len);
+        }
+        push(b'\n', &mut len);
+    }
+    if len % 8 != 0 {
+        table[len / 8].store(word, Ordering::Relaxed);
+    }
+    region[W_ATTACH_RESULT].store(attach_result as i64 as u64, Ordering::Relaxed);
+    region[W_NAMES_LENGTH].store(len as u64, Ordering::Relaxed);
+    let state = if attach_result >= 0 { AGENT_ATTACHED } else { AGENT_FAILED };
+    // Release: a tracer that sees the state sees the table and result.
+    region[W_AGENT_STATE].store(state, Ordering::Release);
+}
+
+/// What the agent has published so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentState {
+    /// Nothing yet (the DLL has not run, or is still attaching).
+    Pending,
+    /// Attached: the names of the hooked functions in index order.
+    Attached(Vec<String>),
+    /// Attaching failed with this error (see `ATTACH_ERRORS`).
+    Failed(i32),
+    /// The agent's words make no sense.
+    Invalid,
+}
+
+/// Tracer side: the agent's state and name table.
+pub fn read_agent_state(region: &[AtomicU64], layout: &Layout) -> AgentState {
+    match region[W_AGENT_STATE].load(Ordering::Acquire) {
+        0 => AgentState::Pending,
+        AGENT_FAILED => AgentState::Failed(region[W_ATTACH_RESULT].load(Ordering::Relaxed) as i32),
+        AGENT_ATTACHED => {
+            let len = region[W_NAMES_LENGTH].load(Ordering::Relaxed);
+            let table = &region[layout.names_offset..layout.names_offset + layout.names_words];
+            let Some(len) = usize::try_from(len).ok().filter(|&l| l <= table.len() * 8) else {
+                return AgentState::Invalid;
+            };
+            let bytes: Vec<u8> =
+                table.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).take(len).collect();
+            let Ok(text) = String::from_utf8(bytes) else { return AgentState::Invalid };
+            AgentState::Attached(text.split_terminator('\n').map(str::to_string).collect())
+        }
+        _ => AgentState::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(words: usize) -> Vec<AtomicU64> {
+        (0..words).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    #[test]
+    fn header_round_trips_and_is_checked() {
+        let layout = Layout::new(100, 60);
+        assert_eq!(layout.names_words, 8);
+        let r = region(layout.total_words());
+        assert_eq!(Layout::read_header(&r), None);
+        layout.write_header(&r);
+        assert_eq!(Layout::read_header(&r), Some(layout));
+        assert_eq!(layout.ring(&r).len(), 100);
+        // A region too small for what the header claims is refused.
+        let short = region(layout.total_words() - 1);
+        layout.write_header(&short);
+        assert_eq!(Layout::read_header(&short), None);
+        // Unaligned or overlapping parts are refused.
+        r[W_RING_OFFSET].store(12, Ordering::Relaxed);
+        assert_eq!(Layout::read_header(&r), None);
+        r[W_RING_OFFSET].store(64, Ordering::Relaxed);
+        r[W_NAMES_OFFSET].store(64, Ordering::Relaxed);
+        assert_eq!(Layout::read_header(&r), None);
+        r[W_NAMES_OFFSET].store(u64::MAX - 7, Ordering::Relaxed);
+        assert_eq!(Layout::read_header(&r), None);
+    }
+
+    #[test]
+    fn names_are_published_in_order() {
+        let layout = Layout::new(4, 64);
+        let r = region(layout.total_words());
+        layout.write_header(&r);
+        assert_eq!(read_agent_state(&r, &layout), AgentState::Pending);
+        let names = ["NtClose", "NtCreateFile", "NtQueryAttributesFile"];
+        publish_names(&r, &layout, names.iter().copied(), 3);
+        assert_eq!(
+            read_agent_state(&r, &layout),
+            AgentState::Attached(names.iter().map(|s| s.to_string()).collect())
+        );
+    }
+
+    #[test]
+    fn a_full_table_ends_early_and_failures_are_reported() {
+        let layout = Layout::new(4, 16);
+        let r = region(layout.total_words());
+        layout.write_header(&r);
+        publish_names(&r, &layout, ["NtClose", "NtOpenFile", "NtX"].into_iter(), 3);
+        assert_eq!(read_agent_state(&r, &layout), AgentState::Attached(vec!["NtClose".into()]));
+        publish_names(&r, &layout, std::iter::empty(), -6);
+        assert_eq!(read_agent_state(&r, &layout), AgentState::Failed(-6));
+    }
+
+    #[test]
+    fn hostile_agent_words_never_panic() {
+        let layout = Layout::new(4, 16);
+        let r = region(layout.total_words());
+        layout.write_header(&r);
+        r[W_AGENT_STATE].store(AGENT_ATTACHED, Ordering::Relaxed);
+        r[W_NAMES_LENGTH].store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(read_agent_state(&r, &layout), AgentState::Invalid);
+        r[W_NAMES_LENGTH].store(3, Ordering::Relaxed);
+        r[layout.names_offset].store(0xff_ff_ff, Ordering::Relaxed);
+        assert_eq!(read_agent_state(&r, &layout), AgentState::Invalid);
+        r[W_AGENT_STATE].store(77, Ordering::Relaxed);
+        assert_eq!(read_agent_state(&r, &layout), AgentState::Invalid);
+    }
+}

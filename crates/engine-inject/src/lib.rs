@@ -1,0 +1,267 @@
+//! The in-process engine (`--engine inject`), first version.
+//!
+//! It launches the target suspended, creates the shared mapping
+//! `Local\winstrace-ring-<pid>` (readable and writable by the current user
+//! only) holding a [`winstrace_ring`] ring, and injects the agent DLL
+//! (`winstrace_agent.dll`, next to the running executable) "early bird":
+//! an APC to `LoadLibraryW` queued on the suspended main thread runs while
+//! the loader initialises the process, before the program's entry point.
+//! The agent's `DllMain` opens the mapping, hooks every Nt* stub and
+//! publishes the hooked functions' names (see `winstrace_agent::mapping`);
+//! from then on each call is one record in the ring, which [`trace`] turns
+//! into [`EventKind::Call`](winstrace_core::event::EventKind::Call) events
+//! until the process exits.
+//!
+//! Not done yet: memory capture (records carry raw argument values only,
+//! so pointer arguments decode as unreadable), attaching to a running
+//! process, following children, `-e trace=` (every function is recorded).
+//!
+//! [`call_from_record`] and the errors are platform-independent; the
+//! Windows half is `windows.rs`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use winstrace_agent::record::CallRecord;
+use winstrace_core::event::{Call, CallResult};
+use winstrace_core::memory::MemoryImage;
+use winstrace_decode::DecodeOptions;
+
+#[cfg(all(windows, target_arch = "x86_64"))]
+mod windows;
+#[cfg(all(windows, target_arch = "x86_64"))]
+pub use windows::trace;
+
+/// The agent DLL's file name; [`trace`] looks for it beside the running
+/// executable (then in its `deps` subdirectory, where cargo also puts it).
+pub const AGENT_DLL: &str = "winstrace_agent.dll";
+
+/// Data area of the ring, bytes (about 23,000 records).
+pub const RING_CAPACITY: u64 = 4 << 20;
+
+/// Room for the agent's name table, bytes (ntdll has some 500 Nt* exports).
+pub const NAMES_BYTES: usize = 64 << 10;
+
+/// How to trace.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// How arguments are decoded (`-s`, `-X raw`).
+    pub decode: DecodeOptions,
+}
+
+/// How tracing ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The target's exit code.
+    pub exit_code: u32,
+    /// Calls reported.
+    pub calls: u64,
+    /// Functions the agent hooked.
+    pub hooked_functions: u64,
+    /// Records the agent could not write (the ring's lost counter).
+    pub lost_records: u64,
+}
+
+/// Errors a user can act on. Each prints as one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    ProgramNotFound {
+        program: String,
+    },
+    /// The agent DLL is not where the engine looks for it.
+    AgentNotFound {
+        path: String,
+    },
+    /// The agent was loaded but could not hook (the target was terminated).
+    AgentFailed {
+        code: i32,
+    },
+    /// The target exited without the agent ever reporting.
+    AgentNotLoaded,
+    /// The shared ring broke its protocol.
+    Ring(String),
+    /// Any other failure of a Windows call, with its error code.
+    Os {
+        what: String,
+        code: u32,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ProgramNotFound { program } => write!(f, "cannot run '{program}': program not found"),
+            Error::AgentNotFound { path } => {
+                write!(f, "the agent DLL is missing: {path} (build the winstrace-agent crate)")
+            }
+            Error::AgentFailed { code } => {
+                let meaning = attach_error_meaning(*code);
+                write!(f, "the agent could not hook the target (error {code}: {meaning}); target terminated")
+            }
+            Error::AgentNotLoaded => {
+                write!(f, "the target exited before the agent attached (was it injected?)")
+            }
+            Error::Ring(e) => write!(f, "the shared ring is corrupt: {e}"),
+            Error::Os { what, code } => write!(f, "{what} failed: Windows error {code}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// What an attach error of the agent means (its `ATTACH_ERRORS` table, kept
+/// here too because that table exists only in Windows builds).
+fn attach_error_meaning(code: i32) -> &'static str {
+    match code {
+        -1 => "already attached",
+        -2 => "the ring region is not an initialised ring",
+        -3 => "no thread-local slot",
+        -4 => "ntdll is not loaded",
+        -5 => "ntdll's exports are unreadable",
+        -6 => "no system-call stub recognised",
+        -7 => "assembling the trampolines failed",
+        -8 => "no memory for the trampolines near ntdll",
+        -9 => "changing a page protection failed",
+        _ => "unknown error",
+    }
+}
+
+/// The name a record's function index stands for: the agent's table entry,
+/// or `Nt?<index>` for an index outside the table (a hostile or truncated
+/// table; such calls decode without a signature).
+pub fn function_name(names: &[Arc<str>], index: u32) -> Arc<str> {
+    match names.get(index as usize) {
+        Some(name) => name.clone(),
+        None => Arc::from(format!("Nt?{index}")),
+    }
+}
+
+/// A call's duration from its entry and return TSCs, given the counter's
+/// rate (ticks per second); `None` if the call did not return, the rate is
+/// unknown or the counter went backwards.
+pub fn duration(record: &CallRecord, tsc_rate: Option<f64>) -> Option<Duration> {
+    if record.no_return {
+        return None;
+    }
+    let rate = tsc_rate.filter(|r| r.is_finite() && *r > 0.0)?;
+    let ticks = record.return_tsc.checked_sub(record.entry_tsc)?;
+    Some(Duration::from_secs_f64(ticks as f64 / rate))
+}
+
+/// Turns a record into a call. Memory capture does not exist yet, so the
+/// arguments are decoded over an empty memory image: numbers, handles and
+/// flags decode, whatever is behind a pointer shows as unreadable.
+pub fn call_from_record(
+    record: &CallRecord,
+    names: &[Arc<str>],
+    id: u64,
+    tsc_rate: Option<f64>,
+    opts: &DecodeOptions,
+) -> Call {
+    let function = function_name(names, record.function);
+    // System calls return an NTSTATUS in EAX; the upper half of RAX carries
+    // nothing.
+    let status = (!record.no_return).then_some(u64::from(record.status as u32));
+    let (args, args_complete) =
+        winstrace_decode::decode_call(&function, &record.args, status, &MemoryImage::new(), opts);
+    Call {
+        function,
+        id,
+        args,
+        args_complete,
+        result: match status {
+            Some(s) => CallResult::Returned(s),
+            None => CallResult::NoReturn,
+        },
+        resumed: false,
+        entry_time: None,
+        duration: duration(record, tsc_rate),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use winstrace_agent::record::RECORD_ARGS;
+    use winstrace_core::value::Value;
+
+    fn record(function: u32, status: u64, args: &[u64]) -> CallRecord {
+        let mut a = [0u64; RECORD_ARGS];
+        a[..args.len()].copy_from_slice(args);
+        CallRecord {
+            function,
+            thread_id: 9,
+            status,
+            no_return: false,
+            entry_tsc: 1_000,
+            return_tsc: 3_000,
+            args: a,
+        }
+    }
+
+    fn names() -> Vec<Arc<str>> {
+        ["NtClose", "NtQueryAttributesFile", "NtTerminateProcess"].into_iter().map(Arc::from).collect()
+    }
+
+    #[test]
+    fn a_record_becomes_a_decoded_call() {
+        let r = record(0, 0xffff_ffff_c000_0008, &[0x24]);
+        let call = call_from_record(&r, &names(), 5, Some(1e9), &DecodeOptions::default());
+        assert_eq!(&*call.function, "NtClose");
+        assert_eq!(call.id, 5);
+        assert_eq!(call.result, CallResult::Returned(0xc000_0008));
+        assert!(call.args_complete);
+        assert_eq!(call.args.len(), 1);
+        assert_eq!(call.args[0].name, Some("Handle"));
+        assert_eq!(call.args[0].raw, 0x24);
+        assert_eq!(call.duration, Some(Duration::from_nanos(2_000)));
+    }
+
+    #[test]
+    fn pointer_arguments_are_unreadable_without_memory_capture() {
+        let r = record(1, 0xc000_0034, &[0x1000, 0x2000]);
+        let call = call_from_record(&r, &names(), 1, None, &DecodeOptions::default());
+        assert_eq!(&*call.function, "NtQueryAttributesFile");
+        assert_eq!(call.args.len(), 2);
+        assert!(matches!(call.args[0].value, Value::Unreadable(_)), "{:?}", call.args[0].value);
+        assert_eq!(call.duration, None);
+    }
+
+    #[test]
+    fn no_return_calls_and_unknown_indexes() {
+        let r = CallRecord { no_return: true, status: 0, return_tsc: 0, ..record(2, 0, &[u64::MAX, 0]) };
+        let call = call_from_record(&r, &names(), 2, Some(1e9), &DecodeOptions::default());
+        assert_eq!(call.result, CallResult::NoReturn);
+        assert_eq!(call.duration, None);
+        let call =
+            call_from_record(&record(77, 0, &[1, 2, 3, 4, 5]), &names(), 3, None, &DecodeOptions::default());
+        assert_eq!(&*call.function, "Nt?77");
+        assert!(!call.args_complete);
+        assert_eq!(call.args.len(), 4);
+    }
+
+    #[test]
+    fn durations_refuse_backwards_counters_and_bad_rates() {
+        let mut r = record(0, 0, &[]);
+        assert_eq!(duration(&r, Some(0.0)), None);
+        assert_eq!(duration(&r, Some(f64::NAN)), None);
+        r.return_tsc = 10;
+        assert_eq!(duration(&r, Some(1e9)), None);
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for e in [
+            Error::ProgramNotFound { program: "x.exe".into() },
+            Error::AgentNotFound { path: "C:\\a\\winstrace_agent.dll".into() },
+            Error::AgentFailed { code: -6 },
+            Error::AgentNotLoaded,
+            Error::Ring("bad".into()),
+            Error::Os { what: "CreateFileMappingW".into(), code: 5 },
+        ] {
+            assert!(!e.to_string().contains('\n'));
+        }
+        assert!(Error::AgentFailed { code: -6 }.to_string().contains("no system-call stub recognised"));
+    }
+}

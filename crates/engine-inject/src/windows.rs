@@ -1,0 +1,401 @@
+//! The Windows half: launching suspended, the shared mapping, the early-bird
+//! injection and the reading loop.
+
+use std::ffi::c_void;
+use std::io;
+use std::os::windows::io::AsRawHandle;
+use std::os::windows::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use windows_sys::Win32::Foundation::{
+    CloseHandle, GetLastError, LocalFree, ERROR_ALREADY_EXISTS, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
+};
+use windows_sys::Win32::Security::Authorization::{
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use windows_sys::Win32::Security::{
+    GetTokenInformation, TokenUser, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
+};
+use windows_sys::Win32::System::Diagnostics::Debug::WriteProcessMemory;
+use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+    CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
+};
+use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
+use windows_sys::Win32::System::Memory::{
+    CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, VirtualAllocEx, FILE_MAP_ALL_ACCESS,
+    MEMORY_MAPPED_VIEW_ADDRESS, MEM_COMMIT, MEM_RESERVE, PAGE_READWRITE,
+};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, GetExitCodeProcess, OpenProcessToken, OpenThread, QueueUserAPC, ResumeThread,
+    TerminateProcess, WaitForSingleObject, CREATE_SUSPENDED, THREAD_SET_CONTEXT, THREAD_SUSPEND_RESUME,
+};
+use winstrace_agent::mapping::{self, AgentState, Layout};
+use winstrace_agent::record::{CallRecord, RECORD_KIND_CALL};
+use winstrace_core::event::{Event, EventKind, EventSink, ProcessStart};
+use winstrace_ring::Ring;
+
+use crate::{call_from_record, Error, Options, Outcome, AGENT_DLL, NAMES_BYTES, RING_CAPACITY};
+
+/// How long the loop sleeps on the target's handle when the ring is empty.
+const POLL_MS: u32 = 5;
+
+/// An owned kernel handle.
+struct Handle(HANDLE);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: we own the handle and close it once.
+        unsafe { CloseHandle(self.0) };
+    }
+}
+
+/// A mapped view, unmapped on drop.
+struct View {
+    base: *mut c_void,
+    words: usize,
+}
+
+impl View {
+    fn words(&self) -> &[AtomicU64] {
+        // SAFETY: the view is page-aligned, `words` u64s long, readable and
+        // writable while `self` lives; the target shares it, so every access
+        // goes through the atomics.
+        unsafe { std::slice::from_raw_parts(self.base as *const AtomicU64, self.words) }
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        // SAFETY: unmaps our own view once; no slice of it outlives `self`.
+        unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: self.base }) };
+    }
+}
+
+fn last_error(what: &str) -> Error {
+    // SAFETY: reads the calling thread's last-error value.
+    Error::Os { what: what.to_string(), code: unsafe { GetLastError() } }
+}
+
+fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain([0]).collect()
+}
+
+/// The agent DLL beside the running executable, or in its `deps` directory.
+fn agent_path() -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe().map_err(|e| Error::Os {
+        what: "finding winstrace's own path".into(),
+        code: e.raw_os_error().unwrap_or(0) as u32,
+    })?;
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    let beside = dir.join(AGENT_DLL);
+    [beside.clone(), dir.join("deps").join(AGENT_DLL)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or(Error::AgentNotFound { path: beside.display().to_string() })
+}
+
+/// The current user's SID as a string (`S-1-5-21-...`).
+fn current_user_sid() -> Result<String, Error> {
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: our own process's token, for querying.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return Err(last_error("OpenProcessToken"));
+    }
+    let token = Handle(token);
+    let mut needed = 0u32;
+    // SAFETY: a size query: no buffer.
+    unsafe { GetTokenInformation(token.0, TokenUser, std::ptr::null_mut(), 0, &mut needed) };
+    // u64 words: TOKEN_USER holds pointers, so the buffer must be aligned.
+    let mut buf = vec![0u64; (needed as usize).div_ceil(8).max(1)];
+    // SAFETY: `buf` has room for `needed` bytes.
+    if unsafe {
+        GetTokenInformation(token.0, TokenUser, buf.as_mut_ptr() as *mut c_void, needed, &mut needed)
+    } == 0
+    {
+        return Err(last_error("GetTokenInformation"));
+    }
+    // SAFETY: the call filled `buf` with a TOKEN_USER (its SID points
+    // inside `buf`, which lives until the end of this function).
+    let sid = unsafe { (*(buf.as_ptr() as *const TOKEN_USER)).User.Sid };
+    let mut text: *mut u16 = std::ptr::null_mut();
+    // SAFETY: a valid SID; the string is allocated with LocalAlloc.
+    if unsafe { ConvertSidToStringSidW(sid, &mut text) } == 0 {
+        return Err(last_error("ConvertSidToStringSidW"));
+    }
+    // SAFETY: `text` is a NUL-terminated UTF-16 string from the call.
+    let len = (0..).take_while(|&i| unsafe { *text.add(i) } != 0).count();
+    // SAFETY: `len` units are readable at `text`.
+    let sid = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(text, len) });
+    // SAFETY: frees the string ConvertSidToStringSidW allocated.
+    unsafe { LocalFree(text as *mut c_void) };
+    Ok(sid)
+}
+
+/// Creates the named mapping for process `pid`, accessible to the current
+/// user only (an explicit, protected DACL with one ACE), and maps it.
+fn create_mapping(pid: u32, words: usize) -> Result<(Handle, View), Error> {
+    let sddl = wide(&format!("D:P(A;;GA;;;{})", current_user_sid()?));
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: NUL-terminated SDDL; the descriptor is freed below.
+    if unsafe {
+        ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            sddl.as_ptr(),
+            SDDL_REVISION_1,
+            &mut sd,
+            std::ptr::null_mut(),
+        )
+    } == 0
+    {
+        return Err(last_error("ConvertStringSecurityDescriptorToSecurityDescriptorW"));
+    }
+    let sa = SECURITY_ATTRIBUTES {
+        nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+        lpSecurityDescriptor: sd,
+        bInheritHandle: 0,
+    };
+    let bytes = words as u64 * 8;
+    let name = wide(&mapping::mapping_name(pid));
+    // SAFETY: a pagefile-backed section; `sa` and `name` outlive the call.
+    let section = unsafe {
+        CreateFileMappingW(
+            INVALID_HANDLE_VALUE,
+            &sa,
+            PAGE_READWRITE,
+            (bytes >> 32) as u32,
+            bytes as u32,
+            name.as_ptr(),
+        )
+    };
+    // SAFETY: reads the last error right after the call.
+    let error = unsafe { GetLastError() };
+    // SAFETY: frees the descriptor the conversion allocated; the section
+    // has its own copy.
+    unsafe { LocalFree(sd) };
+    if section.is_null() {
+        return Err(Error::Os { what: "CreateFileMappingW".into(), code: error });
+    }
+    let section = Handle(section);
+    if error == ERROR_ALREADY_EXISTS {
+        // Someone else made it first: not ours to trust.
+        return Err(Error::Os {
+            what: format!("creating {} (it already exists)", mapping::mapping_name(pid)),
+            code: error,
+        });
+    }
+    // SAFETY: maps the whole section we just created.
+    let view = unsafe { MapViewOfFile(section.0, FILE_MAP_ALL_ACCESS, 0, 0, bytes as usize) };
+    if view.Value.is_null() {
+        return Err(last_error("MapViewOfFile"));
+    }
+    Ok((section, View { base: view.Value, words }))
+}
+
+/// The one thread of a process that was just created suspended.
+fn main_thread(pid: u32) -> Result<Handle, Error> {
+    // SAFETY: a snapshot of all threads; closed by `Handle`.
+    let snapshot = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0) };
+    if snapshot == INVALID_HANDLE_VALUE {
+        return Err(last_error("CreateToolhelp32Snapshot"));
+    }
+    let snapshot = Handle(snapshot);
+    // SAFETY: THREADENTRY32 is plain data; dwSize is set before use.
+    let mut entry: THREADENTRY32 = unsafe { std::mem::zeroed() };
+    entry.dwSize = std::mem::size_of::<THREADENTRY32>() as u32;
+    // SAFETY: walks the snapshot with a correctly sized entry.
+    let mut more = unsafe { Thread32First(snapshot.0, &mut entry) } != 0;
+    while more {
+        if entry.th32OwnerProcessID == pid {
+            // SAFETY: plain call; the handle is closed by `Handle`.
+            let thread =
+                unsafe { OpenThread(THREAD_SET_CONTEXT | THREAD_SUSPEND_RESUME, 0, entry.th32ThreadID) };
+            if thread.is_null() {
+                return Err(last_error("OpenThread"));
+            }
+            return Ok(Handle(thread));
+        }
+        // SAFETY: as above.
+        more = unsafe { Thread32Next(snapshot.0, &mut entry) } != 0;
+    }
+    Err(Error::Os { what: format!("finding the main thread of process {pid}"), code: 0 })
+}
+
+/// Writes the agent's path into the target and queues an APC to
+/// `LoadLibraryW` on its suspended main thread.
+fn queue_injection(process: HANDLE, thread: &Handle, dll: &std::path::Path) -> Result<(), Error> {
+    let path = wide(&dll.display().to_string());
+    let bytes = path.len() * 2;
+    // SAFETY: allocates in the target; left there (a few hundred bytes).
+    let remote =
+        unsafe { VirtualAllocEx(process, std::ptr::null(), bytes, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE) };
+    if remote.is_null() {
+        return Err(last_error("VirtualAllocEx"));
+    }
+    let mut written = 0usize;
+    // SAFETY: `remote` has `bytes` writable bytes in the target; `path` is ours.
+    if unsafe { WriteProcessMemory(process, remote, path.as_ptr() as *const c_void, bytes, &mut written) }
+        == 0
+        || written != bytes
+    {
+        return Err(last_error("WriteProcessMemory"));
+    }
+    let kernel32 = wide("kernel32.dll");
+    // SAFETY: NUL-terminated names; kernel32 is loaded in every process and,
+    // being a system DLL, at the same address in the target as here.
+    let load_library =
+        unsafe { GetProcAddress(GetModuleHandleW(kernel32.as_ptr()), c"LoadLibraryW".as_ptr() as *const u8) };
+    let Some(load_library) = load_library else { return Err(last_error("GetProcAddress(LoadLibraryW)")) };
+    // SAFETY: LoadLibraryW takes one pointer-sized argument, as an APC
+    // routine does (its return value in RAX is ignored on x64).
+    let apc = unsafe {
+        std::mem::transmute::<unsafe extern "system" fn() -> isize, unsafe extern "system" fn(usize)>(
+            load_library,
+        )
+    };
+    // SAFETY: queues the APC on the target's thread; the parameter is the
+    // target's copy of the path.
+    if unsafe { QueueUserAPC(Some(apc), thread.0, remote as usize) } == 0 {
+        return Err(last_error("QueueUserAPC"));
+    }
+    Ok(())
+}
+
+fn read_tsc() -> u64 {
+    // SAFETY: RDTSC has no preconditions on x86_64.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Launches `program` with `args`, injects the agent and reports every
+/// call it records until the process exits. Returns its exit code.
+pub fn trace(
+    program: &str,
+    args: &[String],
+    options: &Options,
+    sink: &mut dyn EventSink,
+) -> Result<Outcome, Error> {
+    let dll = agent_path()?;
+    // std's Command resolves the program on PATH and quotes the arguments;
+    // CREATE_SUSPENDED keeps the main thread from running any code until
+    // the mapping exists and the injection is queued.
+    let child =
+        Command::new(program).args(args).creation_flags(CREATE_SUSPENDED).spawn().map_err(|e| {
+            match e.kind() {
+                io::ErrorKind::NotFound => Error::ProgramNotFound { program: program.to_string() },
+                _ => Error::Os {
+                    what: format!("starting '{program}'"),
+                    code: e.raw_os_error().unwrap_or(0) as u32,
+                },
+            }
+        })?;
+    let result = trace_child(&child, program, args, &dll, options, sink);
+    if result.is_err() {
+        // SAFETY: our own child's handle, still open (`child` owns it).
+        unsafe { TerminateProcess(child.as_raw_handle() as HANDLE, 1) };
+    }
+    let _ = sink.finish();
+    result
+}
+
+fn trace_child(
+    child: &Child,
+    program: &str,
+    args: &[String],
+    dll: &std::path::Path,
+    options: &Options,
+    sink: &mut dyn EventSink,
+) -> Result<Outcome, Error> {
+    let pid = child.id();
+    let process = child.as_raw_handle() as HANDLE;
+    let ring_words = Ring::region_words(RING_CAPACITY).expect("a 4 MiB ring fits in usize");
+    let layout = Layout::new(ring_words, NAMES_BYTES);
+    let (_section, view) = create_mapping(pid, layout.total_words())?;
+    let region = view.words();
+    let ring = Ring::init(layout.ring(region), RING_CAPACITY).map_err(|e| Error::Ring(e.to_string()))?;
+    ring.set_consumer_alive(true);
+    layout.write_header(region);
+    let thread = main_thread(pid)?;
+    queue_injection(process, &thread, dll)?;
+
+    let command_line =
+        std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+    let emit = |sink: &mut dyn EventSink, tid: u32, kind: EventKind| {
+        let _ = sink.event(&Event { pid, tid, time: SystemTime::now(), kind });
+    };
+    emit(
+        sink,
+        0,
+        EventKind::ProcessStart(ProcessStart { image: program.to_string(), command_line, attached: false }),
+    );
+    // SAFETY: resumes the thread we created suspended.
+    if unsafe { ResumeThread(thread.0) } == u32::MAX {
+        return Err(last_error("ResumeThread"));
+    }
+    drop(thread);
+
+    let (tsc0, instant0) = (read_tsc(), Instant::now());
+    let tsc_rate = || {
+        let seconds = instant0.elapsed().as_secs_f64();
+        (seconds > 0.01).then(|| read_tsc().wrapping_sub(tsc0) as f64 / seconds)
+    };
+    let mut reader = ring.reader().map_err(|e| Error::Ring(e.to_string()))?;
+    let mut names: Option<Vec<Arc<str>>> = None;
+    let mut calls = 0u64;
+    loop {
+        // SAFETY: our child's handle; a zero timeout only polls.
+        let exited = unsafe { WaitForSingleObject(process, 0) } == WAIT_OBJECT_0;
+        if names.is_none() {
+            match mapping::read_agent_state(region, &layout) {
+                AgentState::Attached(list) => names = Some(list.into_iter().map(Arc::from).collect()),
+                AgentState::Failed(code) => return Err(Error::AgentFailed { code }),
+                AgentState::Invalid => return Err(Error::Ring("the agent's name table is invalid".into())),
+                AgentState::Pending if exited => {
+                    ring.set_consumer_alive(false);
+                    return Err(Error::AgentNotLoaded);
+                }
+                AgentState::Pending => {
+                    // SAFETY: as above, waiting a little.
+                    unsafe { WaitForSingleObject(process, POLL_MS) };
+                    continue;
+                }
+            }
+        }
+        let names = names.as_deref().unwrap_or(&[]);
+        let rate = tsc_rate();
+        let mut read_any = false;
+        while let Some(rec) = reader.next().map_err(|e| Error::Ring(e.to_string()))? {
+            read_any = true;
+            if rec.kind != RECORD_KIND_CALL {
+                continue;
+            }
+            let Ok(record) = CallRecord::decode(rec.payload) else { continue };
+            calls += 1;
+            let call = call_from_record(&record, names, calls, rate, &options.decode);
+            emit(sink, record.thread_id, EventKind::Call(call));
+        }
+        if exited {
+            // Everything the process published is read (a record it
+            // reserved but never published, if it died mid-write, is lost).
+            break;
+        }
+        if !read_any {
+            // SAFETY: as above, waiting a little.
+            unsafe { WaitForSingleObject(process, POLL_MS) };
+        }
+    }
+    ring.set_consumer_alive(false);
+    let mut code = 0u32;
+    // SAFETY: our child's handle; it has exited.
+    if unsafe { GetExitCodeProcess(process, &mut code) } == 0 {
+        return Err(last_error("GetExitCodeProcess"));
+    }
+    emit(sink, 0, EventKind::ProcessExit { code });
+    Ok(Outcome {
+        exit_code: code,
+        calls,
+        hooked_functions: names.map_or(0, |n| n.len() as u64),
+        lost_records: ring.lost_records(),
+    })
+}
