@@ -111,8 +111,7 @@ pub fn push_hex(out: &mut String, v: u64) {
         }
     }
     out.push_str("0x");
-    // The digits are ASCII.
-    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
+    out.extend(buf[at..].iter().map(|&digit| char::from(digit)));
 }
 
 /// Appends `v` in decimal, as `{}` would, without `core::fmt`.
@@ -128,8 +127,7 @@ fn push_decimal(out: &mut String, v: u64) {
             break;
         }
     }
-    // The digits are ASCII.
-    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
+    out.extend(buf[at..].iter().map(|&digit| char::from(digit)));
 }
 
 /// Appends `\xNN` for one byte.
