@@ -19,7 +19,7 @@ use windows_sys::Win32::System::Threading::{
 };
 use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{Frame, StubToTrace, FRAME_SIZE};
-use winstrace_hook::{inline, is_no_return, pe, stub};
+use winstrace_hook::{inline, is_no_return, stub};
 use winstrace_ring::{Ring, RingRef};
 
 use crate::mapping::{self, Layout};
@@ -269,27 +269,16 @@ fn attach_unguarded(ring: *const u64, words: usize) -> i32 {
         return -4;
     }
     let ntdll = ntdll as u64;
-    let mem = OwnMemory;
-    let Ok(exports) = pe::exports(&mem, ntdll) else { return -5 };
+    let Ok(found) = stub::find_stubs(&OwnMemory, ntdll) else { return -5 };
     let mut stubs = Vec::new();
     let mut names = Vec::new();
-    for export in exports {
-        if !export.name.starts_with("Nt") || export.name.starts_with("Ntdll") {
-            continue;
-        }
-        let mut window = [0u8; stub::STUB_WINDOW];
-        let n = mem.read_partial(export.address, &mut window);
-        let Some(shape) = stub::recognize(&window[..n]) else { continue };
+    for stub::FoundStub { name, address, shape } in found {
         // The patch is one aligned 8-byte store over the first 8 bytes.
-        if export.address % 8 != 0 || shape.code.len() < 8 {
+        if address % 8 != 0 || shape.code.len() < 8 {
             continue;
         }
-        stubs.push(StubToTrace {
-            address: export.address,
-            code: shape.code,
-            no_return: is_no_return(&export.name),
-        });
-        names.push(export.name);
+        stubs.push(StubToTrace { address, code: shape.code, no_return: is_no_return(&name) });
+        names.push(name);
     }
     if stubs.is_empty() {
         return -6;

@@ -40,7 +40,7 @@ use windows_sys::Win32::System::Threading::{
 use winstrace_core::event::{Call, CallResult, Event, EventKind, EventSink, ProcessStart, Value};
 use winstrace_core::memory::{PageCache, TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{self, Frame, StubToTrace, Trampolines, FRAME_SIZE, SLOTS_BYTES};
-use winstrace_hook::{is_no_return, pe, stub};
+use winstrace_hook::{is_no_return, stub};
 
 use winstrace_filter::{StatusFilter, TraceSet};
 
@@ -895,28 +895,17 @@ fn read_debug_string(mem: &dyn TargetMemory, address: u64, length: u16, unicode:
 
 fn install_hooks(process: HANDLE, ntdll_base: u64, trace: &TraceSet) -> Result<Hooks, EngineError> {
     let mem = LiveMemory { process };
-    let exports = pe::exports(&mem, ntdll_base)
+    let found = stub::find_stubs(&mem, ntdll_base)
         .map_err(|e| EngineError::Os { what: format!("reading ntdll's exports ({e})"), code: 0 })?;
     let mut stubs = Vec::new();
     let mut names = Vec::new();
-    for export in exports {
-        // `Nt*` exports, not `Ntdll*` helpers; the stub shape decides the rest.
-        if !export.name.starts_with("Nt") || export.name.starts_with("Ntdll") {
-            continue;
-        }
-        let mut window = [0u8; stub::STUB_WINDOW];
-        let n = mem.read_partial(export.address, &mut window);
-        let Some(shape) = stub::recognize(&window[..n]) else { continue };
+    for stub::FoundStub { name, address, shape } in found {
         // A function outside -e trace= keeps its stub: it costs nothing.
-        if !trace.matches(&export.name) {
+        if !trace.matches(&name) {
             continue;
         }
-        stubs.push(StubToTrace {
-            address: export.address,
-            code: shape.code,
-            no_return: is_no_return(&export.name),
-        });
-        names.push(Arc::from(export.name));
+        stubs.push(StubToTrace { address, code: shape.code, no_return: is_no_return(&name) });
+        names.push(Arc::from(name));
     }
     if stubs.is_empty() && !trace.is_everything() {
         // The filter left nothing to trace here: fine, nothing to patch.

@@ -91,6 +91,35 @@ pub fn recognize(bytes: &[u8]) -> Option<StubShape> {
     Some(StubShape { service_number, code: window[..end].to_vec() })
 }
 
+/// An `Nt*` export of ntdll whose code is a relocatable syscall stub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundStub {
+    pub name: String,
+    pub address: u64,
+    pub shape: StubShape,
+}
+
+/// Every `Nt*` syscall stub of the ntdll mapped at `ntdll_base`, found from
+/// its export table and recognised by its bytes: what both engines hook.
+pub fn find_stubs(
+    mem: &dyn winstrace_core::memory::TargetMemory,
+    ntdll_base: u64,
+) -> Result<Vec<FoundStub>, crate::pe::PeError> {
+    let mut found = Vec::new();
+    for export in crate::pe::exports(mem, ntdll_base)? {
+        // `Nt*` exports, not `Ntdll*` helpers; the stub shape decides the rest.
+        if !export.name.starts_with("Nt") || export.name.starts_with("Ntdll") {
+            continue;
+        }
+        let mut window = [0u8; STUB_WINDOW];
+        let n = mem.read_partial(export.address, &mut window);
+        if let Some(shape) = recognize(&window[..n]) {
+            found.push(FoundStub { name: export.name, address: export.address, shape });
+        }
+    }
+    Ok(found)
+}
+
 fn in_window(target: u64) -> Option<usize> {
     (target < STUB_WINDOW as u64).then_some(target as usize)
 }
@@ -145,6 +174,28 @@ mod tests {
         // Truncated.
         assert_eq!(recognize(&hex("4c8bd1b8010000")), None);
         assert_eq!(recognize(&hex("4c8bd1b8010000000f05")), None);
+    }
+
+    #[test]
+    fn find_stubs_keeps_nt_syscall_stubs_only() {
+        use winstrace_core::memory::MemoryImage;
+        let code = [
+            (0x2000, &hex(WINE_NT_CLOSE)[..]),
+            (0x2040, &hex(WINDOWS_NT_CLOSE)[..]),
+            (0x2080, &hex(WINE_NT_CLOSE)[..]),
+        ];
+        let exports = [
+            ("NtClose", 0x2000),
+            ("NtdllDialogWndProc", 0x2080),
+            ("RtlFoo", 0x2080),
+            ("NtOther", 0x2040),
+            ("NtCode", 0x20c0),
+        ];
+        let img = crate::pe::tests::tiny_pe(&exports, &code);
+        let found = find_stubs(&MemoryImage::new().with(0x10_0000, img), 0x10_0000).unwrap();
+        let names: Vec<(&str, u64, u32)> =
+            found.iter().map(|f| (f.name.as_str(), f.address, f.shape.service_number)).collect();
+        assert_eq!(names, [("NtClose", 0x10_2000, 0x15), ("NtOther", 0x10_2040, 0xf)]);
     }
 
     #[test]
