@@ -35,8 +35,8 @@ use iced_x86::code_asm::*;
 use iced_x86::{BlockEncoderOptions, IcedError};
 
 use crate::trampoline::{
-    save_frame, store_tsc, StubToTrace, FRAME_SIZE, R8_AT, R9_AT, RAX_AT, RCX_AT, RDX_AT, RETURN_TSC_AT,
-    STUB_AT,
+    emit_thunks, save_frame, store_tsc, thunk_addresses, StubToTrace, FRAME_SIZE, R8_AT, R9_AT, RAX_AT,
+    RCX_AT, RDX_AT, RETURN_TSC_AT, STUB_AT,
 };
 
 /// `no_return` argument of a callback made after the call returned.
@@ -123,26 +123,16 @@ pub fn build(base: u64, stubs: &[StubToTrace]) -> Result<InlineTrampolines, Iced
     a.add(rsp, FRAME_SIZE as i32)?;
     a.jmp(r11)?;
 
-    let mut labels = Vec::with_capacity(stubs.len());
-    for stub in stubs {
-        let mut thunk = a.create_label();
-        let mut copy = a.create_label();
-        a.set_label(&mut thunk)?;
-        a.lea(r11, qword_ptr(copy))?;
-        a.jmp(if stub.no_return { entry_routine } else { return_routine })?;
-        a.set_label(&mut copy)?;
-        a.db(&stub.code)?;
-        labels.push((thunk, copy));
-    }
-
+    let labels = emit_thunks(&mut a, stubs, return_routine, entry_routine)?;
     let result = a.assemble_options(base, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+    let (thunks, copies) = thunk_addresses(&result, &labels)?;
     Ok(InlineTrampolines {
         base,
         callback_slot: result.label_ip(&slot)?,
         return_routine: result.label_ip(&return_routine)?,
         entry_routine: result.label_ip(&entry_routine)?,
-        thunks: labels.iter().map(|(t, _)| result.label_ip(t)).collect::<Result<_, _>>()?,
-        copies: labels.iter().map(|(_, c)| result.label_ip(c)).collect::<Result<_, _>>()?,
+        thunks,
+        copies,
         code: result.inner.code_buffer,
     })
 }

@@ -231,6 +231,28 @@ pub fn build(base: u64, stubs: &[StubToTrace]) -> Result<Trampolines, IcedError>
     a.add(rsp, FRAME_SIZE as i32)?;
     a.jmp(r11)?;
 
+    let labels = emit_thunks(&mut a, stubs, return_routine, entry_routine)?;
+    let result = a.assemble_options(code_base, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+    let (thunks, copies) = thunk_addresses(&result, &labels)?;
+    Ok(Trampolines {
+        base,
+        code_base,
+        return_trap: result.label_ip(&return_trap)?,
+        entry_trap: result.label_ip(&entry_trap)?,
+        thunks,
+        copies,
+        code: result.inner.code_buffer,
+    })
+}
+
+/// Emits each stub's thunk (`lea r11, [copy]; jmp routine`) and its copy;
+/// returns their labels. Both layouts (this one and [`crate::inline`]) share it.
+pub(crate) fn emit_thunks(
+    a: &mut CodeAssembler,
+    stubs: &[StubToTrace],
+    return_routine: CodeLabel,
+    entry_routine: CodeLabel,
+) -> Result<Vec<(CodeLabel, CodeLabel)>, IcedError> {
     let mut labels = Vec::with_capacity(stubs.len());
     for stub in stubs {
         let mut thunk = a.create_label();
@@ -242,17 +264,17 @@ pub fn build(base: u64, stubs: &[StubToTrace]) -> Result<Trampolines, IcedError>
         a.db(&stub.code)?;
         labels.push((thunk, copy));
     }
+    Ok(labels)
+}
 
-    let result = a.assemble_options(code_base, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
-    Ok(Trampolines {
-        base,
-        code_base,
-        return_trap: result.label_ip(&return_trap)?,
-        entry_trap: result.label_ip(&entry_trap)?,
-        thunks: labels.iter().map(|(t, _)| result.label_ip(t)).collect::<Result<_, _>>()?,
-        copies: labels.iter().map(|(_, c)| result.label_ip(c)).collect::<Result<_, _>>()?,
-        code: result.inner.code_buffer,
-    })
+/// The addresses of the thunks and copies [`emit_thunks`] laid out.
+pub(crate) fn thunk_addresses(
+    result: &CodeAssemblerResult,
+    labels: &[(CodeLabel, CodeLabel)],
+) -> Result<(Vec<u64>, Vec<u64>), IcedError> {
+    let thunks = labels.iter().map(|(t, _)| result.label_ip(t)).collect::<Result<_, _>>()?;
+    let copies = labels.iter().map(|(_, c)| result.label_ip(c)).collect::<Result<_, _>>()?;
+    Ok((thunks, copies))
 }
 
 /// `RDTSC` into the frame slot `at` (clobbers RAX and RDX).
