@@ -59,6 +59,7 @@ use winstrace_core::ntstatus;
 use winstrace_core::value::Value;
 use winstrace_signatures::{Dir, Param, Signature};
 
+pub mod capture;
 mod data;
 mod printers;
 mod spec;
