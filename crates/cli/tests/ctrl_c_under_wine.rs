@@ -105,7 +105,7 @@ fn sigint_detaches_from_an_attached_process_which_then_finishes() {
     let last = *lines.last().unwrap();
     assert!(
         last == "+++ detached +++" || last.ends_with("] +++ detached +++"),
-        "{last}\ntracer: {tracer_err}\ntarget ({target_code}): {target_out}"
+        "the trace does not end in a detach:\n{trace_text}\ntracer: {tracer_err}\ntarget ({target_code}): {target_out}"
     );
     // The probes run after the detach: none is in the trace, and the target
     // finished on its own with its normal output and exit code.

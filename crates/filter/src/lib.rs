@@ -23,7 +23,8 @@ pub struct Class {
 impl Class {
     /// Whether `function` belongs to the class.
     pub fn contains(&self, function: &str) -> bool {
-        self.include.iter().any(|s| function.contains(s)) && !self.exclude.iter().any(|s| function.contains(s))
+        self.include.iter().any(|s| function.contains(s))
+            && !self.exclude.iter().any(|s| function.contains(s))
     }
 }
 
@@ -210,7 +211,10 @@ mod tests {
             TraceSet::parse_expression("signal=all").unwrap_err().to_string(),
             "unsupported qualifier 'signal=' (winstrace supports -e trace=SET)"
         );
-        assert!(TraceSet::parse("%nope").unwrap_err().to_string().starts_with("unknown class '%nope' (classes: %file, %registry"));
+        assert!(TraceSet::parse("%nope")
+            .unwrap_err()
+            .to_string()
+            .starts_with("unknown class '%nope' (classes: %file, %registry"));
         assert!(TraceSet::parse("/(").unwrap_err().to_string().starts_with("bad regular expression '('"));
         assert!(TraceSet::parse("open").unwrap_err().to_string().contains("not an Nt* function name"));
         assert!(TraceSet::parse("NtClose,,NtOpenFile").is_err());
@@ -249,9 +253,11 @@ mod tests {
     #[test]
     fn status_filters() {
         use StatusFilter::*;
-        for (filter, ok, warn, err, none) in
-            [(All, true, true, true, true), (FailedOnly, false, true, true, false), (SuccessfulOnly, true, false, false, false)]
-        {
+        for (filter, ok, warn, err, none) in [
+            (All, true, true, true, true),
+            (FailedOnly, false, true, true, false),
+            (SuccessfulOnly, true, false, false, false),
+        ] {
             assert_eq!(filter.shows(Some(0)), ok);
             assert_eq!(filter.shows(Some(0x103)), ok, "STATUS_PENDING is informational");
             assert_eq!(filter.shows(Some(0x8000_0005)), warn);

@@ -29,7 +29,7 @@ impl Synthetic {
     fn quad(&self, aligned: u64) -> u64 {
         let h = mix(aligned ^ self.seed);
         match h % 16 {
-            0..=4 => LOW + (h >> 8) % (HIGH - LOW) & !1,
+            0..=4 => (LOW + (h >> 8) % (HIGH - LOW)) & !1,
             5 => HOLE - 8 * ((h >> 8) % 4),
             6..=8 => (h >> 8) % 120,
             9..=11 => 0,
