@@ -18,6 +18,29 @@
 pub mod mapping;
 pub mod record;
 
+use winstrace_decode::DecodeOptions;
+
+/// What the tracer asks of the agent. The tracer writes it into the shared
+/// mapping ([`mapping`]); a DLL attached without one uses the default:
+/// every Nt* stub, `-s 32`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// How the tracer decodes, hence what the agent captures (nothing with
+    /// `raw`).
+    pub decode: DecodeOptions,
+    /// Hook only these functions (sorted); `None`: every stub found. What
+    /// `-e trace=` filters out is then not hooked at all and runs at full
+    /// speed.
+    pub only: Option<Vec<String>>,
+}
+
+impl AgentConfig {
+    /// Whether function `name` is to be hooked.
+    pub fn wants(&self, name: &str) -> bool {
+        self.only.as_ref().map_or(true, |only| only.binary_search_by(|n| n.as_str().cmp(name)).is_ok())
+    }
+}
+
 #[cfg(all(windows, target_arch = "x86_64"))]
 mod windows;
 

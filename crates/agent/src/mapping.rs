@@ -7,7 +7,7 @@
 //!
 //! | word | field | written by |
 //! | --- | --- | --- |
-//! | 0 | magic `b"wsMAP\0\0\x01"` (the last byte is the layout version) | tracer |
+//! | 0 | magic `b"wsMAP\0\0\x02"` (the last byte is the layout version; stored last, Release) | tracer |
 //! | 1 | ring offset (bytes, a multiple of 8) | tracer |
 //! | 2 | ring size (bytes: header and data area, see winstrace-ring) | tracer |
 //! | 3 | name table offset (bytes, a multiple of 8) | tracer |
@@ -15,23 +15,32 @@
 //! | 5 | agent state: 0 not yet, [`AGENT_ATTACHED`], [`AGENT_FAILED`] (stored last, Release) | agent |
 //! | 6 | `winstrace_agent_attach`'s result (an `i32` sign-extended) | agent |
 //! | 7 | name table length (bytes) | agent |
-//! | 8.. | ring, then name table | |
+//! | 8 | string limit (`-s`) the tracer decodes with | tracer |
+//! | 9 | options: bit 0 = raw decoding (capture nothing), bit 1 = hook only the functions of the request table | tracer |
+//! | 10 | request table offset (bytes, a multiple of 8) | tracer |
+//! | 11 | request table length (bytes) | tracer |
+//! | 12.. | ring, then name table, then request table | |
 //!
-//! The name table holds the names of the hooked functions in record index
-//! order (the `function` field of a [`crate::record::CallRecord`]), ASCII,
-//! each followed by `\n`, packed little-endian into the words. The agent
-//! fills it before it publishes its state; the tracer reads nothing of it
-//! until it has seen the state with Acquire.
+//! Both tables hold function names, ASCII, each followed by `\n`, packed
+//! little-endian into the words. The name table lists the hooked
+//! functions in record index order (the `function` field of a
+//! [`crate::record::CallRecord`]); the agent fills it before it publishes
+//! its state, and the tracer reads nothing of it until it has seen the
+//! state with Acquire. The request table, sorted, is the tracer's
+//! `-e trace=` set: the functions to hook.
 //!
-//! The agent's process writes words 5-7 and the table, so the tracer checks
-//! everything it reads there ([`read_names`] never panics).
+//! The agent's process can write anything anywhere in the mapping, so the
+//! tracer checks everything it reads there ([`read_agent_state`] never
+//! panics); the agent checks the tracer's words as well.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Word 0: `wsMAP`, two zero bytes, layout version 1.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"wsMAP\0\0\x01");
+use crate::AgentConfig;
+
+/// Word 0: `wsMAP`, two zero bytes, layout version 2.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"wsMAP\0\0\x02");
 /// Words of the header, before the ring.
-pub const HEADER_WORDS: usize = 8;
+pub const HEADER_WORDS: usize = 12;
 /// Word 5 value: the agent attached; words 6 and 7 and the table are set.
 pub const AGENT_ATTACHED: u64 = 1;
 /// Word 5 value: the agent found the mapping but attaching failed (word 6
@@ -46,6 +55,13 @@ const W_NAMES_CAPACITY: usize = 4;
 const W_AGENT_STATE: usize = 5;
 const W_ATTACH_RESULT: usize = 6;
 const W_NAMES_LENGTH: usize = 7;
+const W_STRING_LIMIT: usize = 8;
+const W_OPTIONS: usize = 9;
+const W_REQUEST_OFFSET: usize = 10;
+const W_REQUEST_LENGTH: usize = 11;
+
+const OPTION_RAW: u64 = 1;
+const OPTION_ONLY_REQUESTED: u64 = 2;
 
 /// The mapping of process `pid`: a session-local name.
 pub fn mapping_name(pid: u32) -> String {
@@ -59,28 +75,74 @@ pub struct Layout {
     pub ring_words: usize,
     pub names_offset: usize,
     pub names_words: usize,
+    pub request_offset: usize,
+    pub request_words: usize,
+}
+
+/// The names as a table: each followed by `\n`, in words.
+fn table_bytes<'n>(names: impl Iterator<Item = &'n str>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for name in names {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(b'\n');
+    }
+    bytes
+}
+
+/// Reads `len` bytes of a table; `None` if they do not fit or are not ASCII.
+fn read_table(table: &[AtomicU64], len: u64) -> Option<Vec<String>> {
+    let len = usize::try_from(len).ok().filter(|&l| l <= table.len() * 8)?;
+    let bytes: Vec<u8> =
+        table.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).take(len).collect();
+    let text = String::from_utf8(bytes).ok().filter(|t| t.is_ascii())?;
+    Some(text.split_terminator('\n').map(str::to_string).collect())
 }
 
 impl Layout {
     /// A layout for a ring of `ring_words` words (see
-    /// `winstrace_ring::Ring::region_words`) and a name table of
-    /// `names_bytes` bytes (rounded up to whole words).
-    pub fn new(ring_words: usize, names_bytes: usize) -> Layout {
+    /// `winstrace_ring::Ring::region_words`), a name table of `names_bytes`
+    /// bytes and a request table of `request_bytes` (rounded up to whole
+    /// words).
+    pub fn new(ring_words: usize, names_bytes: usize, request_bytes: usize) -> Layout {
+        let names_offset = HEADER_WORDS + ring_words;
+        let names_words = names_bytes.div_ceil(8);
         Layout {
             ring_offset: HEADER_WORDS,
             ring_words,
-            names_offset: HEADER_WORDS + ring_words,
-            names_words: names_bytes.div_ceil(8),
+            names_offset,
+            names_words,
+            request_offset: names_offset + names_words,
+            request_words: request_bytes.div_ceil(8),
         }
+    }
+
+    /// The layout for a config: room for its request table.
+    pub fn for_config(ring_words: usize, names_bytes: usize, config: &AgentConfig) -> Layout {
+        let request =
+            config.only.as_ref().map_or(0, |only| table_bytes(only.iter().map(String::as_str)).len());
+        Layout::new(ring_words, names_bytes, request)
     }
 
     /// Words of the whole mapping.
     pub fn total_words(&self) -> usize {
-        self.names_offset + self.names_words
+        self.request_offset + self.request_words
     }
 
-    /// Writes the header (tracer side, before the agent can run).
-    pub fn write_header(&self, region: &[AtomicU64]) {
+    /// Writes the header and the config (tracer side, before the agent can
+    /// run). The request table must fit: use [`Layout::for_config`].
+    pub fn write_header(&self, region: &[AtomicU64], config: &AgentConfig) {
+        let request = config.only.as_ref().map(|only| table_bytes(only.iter().map(String::as_str)));
+        let request_len = request.as_ref().map_or(0, Vec::len).min(self.request_words * 8);
+        if let Some(bytes) = &request {
+            let table = &region[self.request_offset..self.request_offset + self.request_words];
+            for (word, chunk) in table.iter().zip(bytes[..request_len].chunks(8)) {
+                let mut w = [0u8; 8];
+                w[..chunk.len()].copy_from_slice(chunk);
+                word.store(u64::from_le_bytes(w), Ordering::Relaxed);
+            }
+        }
+        let options = if config.decode.raw { OPTION_RAW } else { 0 }
+            | if request.is_some() { OPTION_ONLY_REQUESTED } else { 0 };
         let values = [
             (W_RING_OFFSET, self.ring_offset * 8),
             (W_RING_BYTES, self.ring_words * 8),
@@ -89,6 +151,10 @@ impl Layout {
             (W_AGENT_STATE, 0),
             (W_ATTACH_RESULT, 0),
             (W_NAMES_LENGTH, 0),
+            (W_STRING_LIMIT, config.decode.string_limit),
+            (W_OPTIONS, options as usize),
+            (W_REQUEST_OFFSET, self.request_offset * 8),
+            (W_REQUEST_LENGTH, request_len),
         ];
         for (word, value) in values {
             region[word].store(value as u64, Ordering::Relaxed);
@@ -97,7 +163,7 @@ impl Layout {
     }
 
     /// Reads and checks the header of `region`: the parts must be aligned,
-    /// after the header, apart and inside the region.
+    /// after the header, apart, in order and inside the region.
     pub fn read_header(region: &[AtomicU64]) -> Option<Layout> {
         if region.len() < HEADER_WORDS || region[W_MAGIC].load(Ordering::Acquire) != MAGIC {
             return None;
@@ -106,17 +172,22 @@ impl Layout {
             let bytes = region[w].load(Ordering::Relaxed);
             (bytes % 8 == 0).then(|| usize::try_from(bytes / 8).ok()).flatten()
         };
+        let request_bytes = region[W_REQUEST_LENGTH].load(Ordering::Relaxed);
         let layout = Layout {
             ring_offset: word_count(W_RING_OFFSET)?,
             ring_words: word_count(W_RING_BYTES)?,
             names_offset: word_count(W_NAMES_OFFSET)?,
             names_words: word_count(W_NAMES_CAPACITY)?,
+            request_offset: word_count(W_REQUEST_OFFSET)?,
+            request_words: usize::try_from(request_bytes.div_ceil(8)).ok()?,
         };
         let ring_end = layout.ring_offset.checked_add(layout.ring_words)?;
         let names_end = layout.names_offset.checked_add(layout.names_words)?;
+        let request_end = layout.request_offset.checked_add(layout.request_words)?;
         let ok = layout.ring_offset >= HEADER_WORDS
             && layout.names_offset >= ring_end
-            && names_end <= region.len();
+            && layout.request_offset >= names_end
+            && request_end <= region.len();
         ok.then_some(layout)
     }
 
@@ -124,6 +195,26 @@ impl Layout {
     pub fn ring<'a>(&self, region: &'a [AtomicU64]) -> &'a [AtomicU64] {
         &region[self.ring_offset..self.ring_offset + self.ring_words]
     }
+}
+
+/// Agent side: the tracer's config, from a header [`Layout::read_header`]
+/// accepted. A request table that makes no sense hooks nothing rather than
+/// everything (the tracer asked for a subset).
+pub fn read_config(region: &[AtomicU64], layout: &Layout) -> AgentConfig {
+    let limit = region[W_STRING_LIMIT].load(Ordering::Relaxed);
+    let options = region[W_OPTIONS].load(Ordering::Relaxed);
+    let decode = winstrace_decode::DecodeOptions {
+        string_limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        raw: options & OPTION_RAW != 0,
+    };
+    let only = (options & OPTION_ONLY_REQUESTED != 0).then(|| {
+        let table = &region[layout.request_offset..layout.request_offset + layout.request_words];
+        let mut names =
+            read_table(table, region[W_REQUEST_LENGTH].load(Ordering::Relaxed)).unwrap_or_default();
+        names.sort();
+        names
+    });
+    AgentConfig { decode, only }
 }
 
 /// Agent side: writes the names (record index order) and the attach result,
@@ -186,17 +277,24 @@ pub fn read_agent_state(region: &[AtomicU64], layout: &Layout) -> AgentState {
         0 => AgentState::Pending,
         AGENT_FAILED => AgentState::Failed(region[W_ATTACH_RESULT].load(Ordering::Relaxed) as i32),
         AGENT_ATTACHED => {
-            let len = region[W_NAMES_LENGTH].load(Ordering::Relaxed);
             let table = &region[layout.names_offset..layout.names_offset + layout.names_words];
-            let Some(len) = usize::try_from(len).ok().filter(|&l| l <= table.len() * 8) else {
-                return AgentState::Invalid;
-            };
-            let bytes: Vec<u8> =
-                table.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).take(len).collect();
-            let Ok(text) = String::from_utf8(bytes) else { return AgentState::Invalid };
-            AgentState::Attached(text.split_terminator('\n').map(str::to_string).collect())
+            match read_table(table, region[W_NAMES_LENGTH].load(Ordering::Relaxed)) {
+                Some(names) => AgentState::Attached(names),
+                None => AgentState::Invalid,
+            }
         }
         _ => AgentState::Invalid,
+    }
+}
+
+/// Reads a mapping as both sides do: the header, then the config (agent
+/// side) and the agent's state (tracer side). For the fuzz target and the
+/// tests: whatever `region` holds, this returns.
+pub fn fuzz_mapping(region: &[AtomicU64]) {
+    if let Some(layout) = Layout::read_header(region) {
+        let _ = layout.ring(region);
+        let _ = read_config(region, &layout);
+        let _ = read_agent_state(region, &layout);
     }
 }
 
@@ -210,32 +308,53 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_is_checked() {
-        let layout = Layout::new(100, 60);
+        let layout = Layout::new(100, 60, 0);
         assert_eq!(layout.names_words, 8);
         let r = region(layout.total_words());
         assert_eq!(Layout::read_header(&r), None);
-        layout.write_header(&r);
+        layout.write_header(&r, &AgentConfig::default());
         assert_eq!(Layout::read_header(&r), Some(layout));
         assert_eq!(layout.ring(&r).len(), 100);
+        assert_eq!(read_config(&r, &layout), AgentConfig::default());
         // A region too small for what the header claims is refused.
         let short = region(layout.total_words() - 1);
-        layout.write_header(&short);
+        layout.write_header(&short, &AgentConfig::default());
         assert_eq!(Layout::read_header(&short), None);
         // Unaligned or overlapping parts are refused.
         r[W_RING_OFFSET].store(12, Ordering::Relaxed);
         assert_eq!(Layout::read_header(&r), None);
-        r[W_RING_OFFSET].store(64, Ordering::Relaxed);
-        r[W_NAMES_OFFSET].store(64, Ordering::Relaxed);
+        r[W_RING_OFFSET].store(96, Ordering::Relaxed);
+        r[W_NAMES_OFFSET].store(96, Ordering::Relaxed);
         assert_eq!(Layout::read_header(&r), None);
         r[W_NAMES_OFFSET].store(u64::MAX - 7, Ordering::Relaxed);
         assert_eq!(Layout::read_header(&r), None);
     }
 
     #[test]
-    fn names_are_published_in_order() {
-        let layout = Layout::new(4, 64);
+    fn the_config_reaches_the_agent() {
+        let config = AgentConfig {
+            decode: winstrace_decode::DecodeOptions { string_limit: 200, raw: true },
+            only: Some(vec!["NtClose".into(), "NtCreateFile".into(), "NtQueryAttributesFile".into()]),
+        };
+        let layout = Layout::for_config(16, 64, &config);
         let r = region(layout.total_words());
-        layout.write_header(&r);
+        layout.write_header(&r, &config);
+        let read = Layout::read_header(&r).unwrap();
+        assert_eq!(read, layout);
+        let got = read_config(&r, &read);
+        assert_eq!(got, config);
+        assert!(got.wants("NtClose") && !got.wants("NtOpenFile"));
+        assert!(AgentConfig::default().wants("NtOpenFile"));
+        // A request table with a non-ASCII byte hooks nothing.
+        r[layout.request_offset].store(0xff, Ordering::Relaxed);
+        assert_eq!(read_config(&r, &read).only, Some(vec![]));
+    }
+
+    #[test]
+    fn names_are_published_in_order() {
+        let layout = Layout::new(4, 64, 0);
+        let r = region(layout.total_words());
+        layout.write_header(&r, &AgentConfig::default());
         assert_eq!(read_agent_state(&r, &layout), AgentState::Pending);
         let names = ["NtClose", "NtCreateFile", "NtQueryAttributesFile"];
         publish_names(&r, &layout, names.iter().copied(), 3);
@@ -247,9 +366,9 @@ mod tests {
 
     #[test]
     fn a_full_table_ends_early_and_failures_are_reported() {
-        let layout = Layout::new(4, 16);
+        let layout = Layout::new(4, 16, 0);
         let r = region(layout.total_words());
-        layout.write_header(&r);
+        layout.write_header(&r, &AgentConfig::default());
         publish_names(&r, &layout, ["NtClose", "NtOpenFile", "NtX"].into_iter(), 3);
         assert_eq!(read_agent_state(&r, &layout), AgentState::Attached(vec!["NtClose".into()]));
         publish_names(&r, &layout, std::iter::empty(), -6);
@@ -258,9 +377,9 @@ mod tests {
 
     #[test]
     fn hostile_agent_words_never_panic() {
-        let layout = Layout::new(4, 16);
+        let layout = Layout::new(4, 16, 0);
         let r = region(layout.total_words());
-        layout.write_header(&r);
+        layout.write_header(&r, &AgentConfig::default());
         r[W_AGENT_STATE].store(AGENT_ATTACHED, Ordering::Relaxed);
         r[W_NAMES_LENGTH].store(u64::MAX, Ordering::Relaxed);
         assert_eq!(read_agent_state(&r, &layout), AgentState::Invalid);
@@ -269,5 +388,27 @@ mod tests {
         assert_eq!(read_agent_state(&r, &layout), AgentState::Invalid);
         r[W_AGENT_STATE].store(77, Ordering::Relaxed);
         assert_eq!(read_agent_state(&r, &layout), AgentState::Invalid);
+    }
+
+    /// Whatever the words of a mapping hold, reading it never panics: what
+    /// `cargo fuzz run mapping` checks at length (see FUZZING.md).
+    #[test]
+    fn arbitrary_mappings_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            let words = (x % 40) as usize;
+            let r = region(words);
+            for w in &r {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Small values often, so that offsets and lengths line up.
+                w.store(if x % 3 == 0 { x } else { x % 128 }, Ordering::Relaxed);
+            }
+            if words > 0 && x % 2 == 0 {
+                r[0].store(MAGIC, Ordering::Relaxed);
+            }
+            fuzz_mapping(&r);
+        }
     }
 }

@@ -7,7 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use windows_sys::Win32::Foundation::HMODULE;
-use windows_sys::Win32::System::Diagnostics::Debug::{FlushInstructionCache, ReadProcessMemory};
+use windows_sys::Win32::Foundation::{
+    EXCEPTION_ACCESS_VIOLATION, EXCEPTION_GUARD_PAGE, EXCEPTION_IN_PAGE_ERROR,
+};
+use windows_sys::Win32::System::Diagnostics::Debug::{
+    AddVectoredExceptionHandler, FlushInstructionCache, ReadProcessMemory, EXCEPTION_POINTERS,
+};
 use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
 use windows_sys::Win32::System::Memory::{
     MapViewOfFile, OpenFileMappingW, VirtualAlloc, VirtualProtect, VirtualQuery, FILE_MAP_READ,
@@ -22,8 +27,12 @@ use winstrace_hook::trampoline::{Frame, StubToTrace, FRAME_SIZE};
 use winstrace_hook::{inline, is_no_return, stub};
 use winstrace_ring::{Ring, RingRef};
 
+use winstrace_decode::capture::{self, CapturePlan};
+use winstrace_decode::DecodeOptions;
+
 use crate::mapping::{self, Layout};
-use crate::record::{CallRecord, RECORD_KIND_CALL};
+use crate::record::{CallRecord, RecordWriter, RECORD_KIND_CALL};
+use crate::AgentConfig;
 
 /// `winstrace_agent_attach`'s error returns and what they mean.
 pub const ATTACH_ERRORS: &[(i32, &str)] = &[
@@ -36,7 +45,14 @@ pub const ATTACH_ERRORS: &[(i32, &str)] = &[
     (-7, "assembling the trampolines failed"),
     (-8, "no memory for the trampolines within 2 GiB of ntdll"),
     (-9, "changing a page protection failed"),
+    (-10, "no vectored exception handler for the memory probe"),
 ];
+
+/// Bytes of the buffer a record is built in, on the calling thread's stack:
+/// the call's header and the memory its capture plan asks for. A capture
+/// that needs more is cut (the record says so) and the rest shows as
+/// unreadable.
+const RECORD_BUFFER: usize = 8 << 10;
 
 /// Offset of `TEB.TlsSlots` (64 pointers) on x64, Windows and Wine alike.
 const TEB_TLS_SLOTS: usize = 0x1480;
@@ -59,6 +75,10 @@ struct State {
     /// Stub-copy addresses, increasing: a frame's copy gives the function.
     copies: Vec<u64>,
     names: Vec<String>,
+    /// Per function (same index): what of its memory to capture.
+    plans: Vec<Option<CapturePlan>>,
+    /// `-s` and `-X raw`, as the tracer will decode.
+    decode: DecodeOptions,
     /// NtYieldExecution's stub copy: a yield that goes around the hooks.
     yield_copy: Option<unsafe extern "system" fn() -> i32>,
 }
@@ -170,15 +190,27 @@ fn record_call(frame: *const u8, no_return: u64) {
     let bytes = unsafe { std::ptr::read(frame as *const [u8; FRAME_SIZE]) };
     let f = Frame::parse(&bytes);
     let Ok(function) = state.copies.binary_search(&f.stub_copy) else { return };
+    let returned = no_return == inline::RETURNED;
     let record = CallRecord {
         function: function as u32,
         thread_id: teb_read(TEB_THREAD_ID) as u32,
         status: f.rax,
-        no_return: no_return != inline::RETURNED,
+        no_return: !returned,
+        capture_full: false,
         entry_tsc: f.entry_tsc,
         return_tsc: f.return_tsc,
         args: f.args,
     };
+    let mut buffer = [0u8; RECORD_BUFFER];
+    let Some(mut writer) = RecordWriter::new(&mut buffer, probe_read) else { return };
+    if let Some(plan) = state.plans.get(function).copied().flatten() {
+        // The memory the tracer's decoders will read, as they will read it:
+        // after the return (the NTSTATUS decides whether out-parameters
+        // hold anything), or before a call that does not return.
+        let result = returned.then_some(u64::from(f.rax as u32));
+        plan.capture(&f.args, result, &state.decode, &mut writer);
+    }
+    let payload = writer.finish(&record);
     let yield_copy = state.yield_copy;
     let mut wait = || {
         for _ in 0..64 {
@@ -192,7 +224,88 @@ fn record_call(frame: *const u8, no_return: u64) {
     };
     // A refused record is counted in the ring's lost counter; nothing else
     // to do about it from inside someone else's call.
-    let _ = state.ring.write(RECORD_KIND_CALL, &record.encode(), &mut wait);
+    let _ = state.ring.write(RECORD_KIND_CALL, payload, &mut wait);
+}
+
+// The memory probe: copies from addresses the traced program passed, which
+// may be anything. `rep movsb` stops at the first byte that faults; the
+// vectored handler below then resumes right after the instruction, and the
+// count register says how far it got. No system call on the way, so the
+// common case (readable memory) costs what a memcpy costs.
+std::arch::global_asm!(
+    ".globl winstrace_probe_copy",
+    ".globl winstrace_probe_copy_insn",
+    "winstrace_probe_copy:",
+    "    push rdi",
+    "    push rsi",
+    "    mov rdi, rcx",
+    "    mov rsi, rdx",
+    "    mov rcx, r8",
+    "winstrace_probe_copy_insn:",
+    "    rep movsb",
+    "    mov rax, r8",
+    "    sub rax, rcx",
+    "    pop rsi",
+    "    pop rdi",
+    "    ret",
+);
+
+extern "C" {
+    /// Copies up to `len` bytes from `src` to `dst`; returns how many it
+    /// copied before the first unreadable source byte.
+    fn winstrace_probe_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
+    /// The `rep movsb` of `winstrace_probe_copy` (a label, not data).
+    static winstrace_probe_copy_insn: u8;
+}
+
+/// Length of `rep movsb` (F3 A4).
+const REP_MOVSB_BYTES: u64 = 2;
+
+/// Copies the readable start of `address..address + out.len()` into `out`.
+fn probe_read(address: u64, out: &mut [u8]) -> usize {
+    if PROBE_HANDLER.load(Ordering::Acquire) == 0 || address.checked_add(out.len() as u64).is_none() {
+        return 0;
+    }
+    // SAFETY: `out` is ours; a fault on the source side is caught by
+    // `probe_fault_handler`, which is registered (checked above).
+    unsafe { winstrace_probe_copy(out.as_mut_ptr(), address as *const u8, out.len()) }
+}
+
+/// The vectored handler's registration (non-zero once registered).
+static PROBE_HANDLER: AtomicU64 = AtomicU64::new(0);
+
+/// Turns a fault of the probe's `rep movsb` into "copied this far".
+unsafe extern "system" fn probe_fault_handler(info: *mut EXCEPTION_POINTERS) -> i32 {
+    const EXCEPTION_CONTINUE_EXECUTION: i32 = -1;
+    const EXCEPTION_CONTINUE_SEARCH: i32 = 0;
+    // SAFETY: the system passes valid exception and context records.
+    unsafe {
+        let record = &*(*info).ExceptionRecord;
+        let context = &mut *(*info).ContextRecord;
+        let faults = matches!(
+            record.ExceptionCode,
+            EXCEPTION_ACCESS_VIOLATION | EXCEPTION_GUARD_PAGE | EXCEPTION_IN_PAGE_ERROR
+        );
+        let insn = std::ptr::addr_of!(winstrace_probe_copy_insn) as u64;
+        if faults && context.Rip == insn {
+            context.Rip = insn + REP_MOVSB_BYTES;
+            return EXCEPTION_CONTINUE_EXECUTION;
+        }
+    }
+    EXCEPTION_CONTINUE_SEARCH
+}
+
+fn register_probe_handler() -> bool {
+    if PROBE_HANDLER.load(Ordering::Acquire) != 0 {
+        return true;
+    }
+    // SAFETY: registers a handler that only looks at its own instruction.
+    let handle = unsafe { AddVectoredExceptionHandler(1, Some(probe_fault_handler)) };
+    if handle.is_null() {
+        return false;
+    }
+    PROBE_HANDLER.store(handle as u64, Ordering::Release);
+    true
 }
 
 /// This process's memory, read through ReadProcessMemory so that a bad
@@ -231,28 +344,34 @@ impl TargetMemory for OwnMemory {
 /// frees while the process runs.
 #[no_mangle]
 pub unsafe extern "C" fn winstrace_agent_attach(ring: *const u64, words: usize) -> i32 {
+    attach_with(ring, words, &AgentConfig::default())
+}
+
+/// [`winstrace_agent_attach`] with a configuration (the tracer's, from the
+/// shared mapping).
+fn attach_with(ring: *const u64, words: usize, config: &AgentConfig) -> i32 {
     if STATE.get().is_some() || ATTACHING.swap(true, Ordering::AcqRel) {
         return -1;
     }
-    let result = attach(ring, words);
+    let result = attach(ring, words, config);
     if result < 0 {
         ATTACHING.store(false, Ordering::Release);
     }
     result
 }
 
-fn attach(ring: *const u64, words: usize) -> i32 {
+fn attach(ring: *const u64, words: usize, config: &AgentConfig) -> i32 {
     let Some(guard) = ensure_guard() else { return -3 };
     // The attaching thread's own calls (allocations, protection changes
     // through already patched stubs) are not traced.
     let saved_guard = teb_read(guard);
     teb_write(guard, GUARD_EXCLUDED);
-    let result = attach_unguarded(ring, words);
+    let result = attach_unguarded(ring, words, config);
     teb_write(guard, saved_guard);
     result
 }
 
-fn attach_unguarded(ring: *const u64, words: usize) -> i32 {
+fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32 {
     if ring.is_null() || ring as usize % 8 != 0 {
         return -2;
     }
@@ -274,7 +393,7 @@ fn attach_unguarded(ring: *const u64, words: usize) -> i32 {
     let mut names = Vec::new();
     for stub::FoundStub { name, address, shape } in found {
         // The patch is one aligned 8-byte store over the first 8 bytes.
-        if address % 8 != 0 || shape.code.len() < 8 {
+        if address % 8 != 0 || shape.code.len() < 8 || !config.wants(&name) {
             continue;
         }
         stubs.push(StubToTrace { address, code: shape.code, no_return: is_no_return(&name) });
@@ -305,7 +424,14 @@ fn attach_unguarded(ring: *const u64, words: usize) -> i32 {
         // with that (argument-less, status-returning) signature.
         unsafe { std::mem::transmute::<usize, unsafe extern "system" fn() -> i32>(t.copies[i] as usize) }
     });
-    let state = State { ring, copies: t.copies.clone(), names, yield_copy };
+    if !config.decode.raw && !register_probe_handler() {
+        return -10;
+    }
+    // Plans (and the tables behind them) are built here, not in a hook.
+    capture::warm_up();
+    let plans = names.iter().map(|n| capture::capture_plan(n)).collect();
+    let state =
+        State { ring, copies: t.copies.clone(), names, plans, decode: config.decode.clone(), yield_copy };
     if STATE.set(state).is_err() {
         return -1;
     }
@@ -444,9 +570,9 @@ fn attach_to_shared_mapping() {
     // shares it, so every access goes through the atomics.
     let region: &'static [AtomicU64] = unsafe { std::slice::from_raw_parts(base as *const AtomicU64, words) };
     let Some(layout) = Layout::read_header(region) else { return };
+    let config = mapping::read_config(region, &layout);
     let ring = layout.ring(region);
-    // SAFETY: `ring` is inside the view, which is never unmapped.
-    let result = unsafe { winstrace_agent_attach(ring.as_ptr() as *const u64, ring.len()) };
+    let result = attach_with(ring.as_ptr() as *const u64, ring.len(), &config);
     let names = STATE.get().map(|s| s.names.as_slice()).unwrap_or(&[]);
     let names = if result >= 0 { names } else { &[] };
     mapping::publish_names(region, &layout, names.iter().map(String::as_str), result);

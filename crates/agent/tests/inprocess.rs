@@ -13,9 +13,12 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Storage::FileSystem::{GetFileAttributesW, INVALID_FILE_ATTRIBUTES};
-use windows_sys::Win32::System::LibraryLoader::{GetProcAddress, LoadLibraryW};
+use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress, LoadLibraryW};
+use windows_sys::Win32::System::Memory::{VirtualAlloc, MEM_COMMIT, MEM_RESERVE, PAGE_NOACCESS};
 use windows_sys::Win32::System::Threading::GetCurrentThreadId;
-use winstrace_agent::record::{CallRecord, RECORD_KIND_CALL};
+use winstrace_agent::record::{pieces, CallRecord, RECORD_KIND_CALL};
+use winstrace_decode::capture::CapturedMemory;
+use winstrace_decode::{args_text, decode_call, DecodeOptions};
 use winstrace_ring::{Ring, RingRef};
 
 const CAPACITY: u64 = 1 << 20;
@@ -31,6 +34,8 @@ type IndexFn = unsafe extern "C" fn(*const u8, usize) -> i32;
 struct Tracer {
     ring: RingRef<'static>,
     records: Mutex<Vec<CallRecord>>,
+    /// The whole record of each entry of `records` (header and captured memory).
+    payloads: Mutex<Vec<Vec<u8>>>,
     /// The ring's read position once every record before it is in `records`.
     collected_up_to: AtomicU64,
     bad_records: AtomicU64,
@@ -101,6 +106,7 @@ fn tracer() -> &'static Tracer {
         let state = Tracer {
             ring,
             records: Mutex::new(Vec::new()),
+            payloads: Mutex::new(Vec::new()),
             collected_up_to: AtomicU64::new(0),
             bad_records: AtomicU64::new(0),
             reader_thread: AtomicU32::new(0),
@@ -132,7 +138,11 @@ fn read_forever(t: &'static Tracer) -> ! {
                     .then(|| CallRecord::decode(record.payload).ok())
                     .flatten();
                 match decoded {
-                    Some(r) => t.records.lock().unwrap().push(r),
+                    Some(r) => {
+                        // Payloads first: a test that sees the record finds its payload.
+                        t.payloads.lock().unwrap().push(record.payload.to_vec());
+                        t.records.lock().unwrap().push(r);
+                    }
                     None => {
                         t.bad_records.fetch_add(1, Ordering::Relaxed);
                     }
@@ -170,6 +180,25 @@ impl Tracer {
     fn since(&self, mark: usize) -> Vec<CallRecord> {
         self.records.lock().unwrap()[mark..].to_vec()
     }
+
+    /// Records since `mark` with their payloads.
+    fn payloads_since(&self, mark: usize) -> Vec<(CallRecord, Vec<u8>)> {
+        let records = self.records.lock().unwrap()[mark..].to_vec();
+        let payloads = self.payloads.lock().unwrap()[mark..mark + records.len()].to_vec();
+        records.into_iter().zip(payloads).collect()
+    }
+}
+
+/// The arguments of a record as the tracer decodes them from the memory
+/// it carries.
+fn decoded_args(function: &str, record: &CallRecord, payload: &[u8]) -> String {
+    let mut memory = CapturedMemory::new();
+    for (address, bytes) in pieces(payload) {
+        memory.add(address, bytes);
+    }
+    let status = Some(record.status & 0xffff_ffff);
+    let (args, _) = decode_call(function, &record.args, status, &memory, &DecodeOptions::default());
+    args_text(&args)
 }
 
 fn serial(t: &Tracer) -> MutexGuard<'_, ()> {
@@ -194,6 +223,19 @@ fn a_hundred_calls_from_one_thread_give_a_hundred_records() {
         .filter(|r| r.thread_id == me && r.function == t.query_attributes_file)
         .collect();
     assert_eq!(mine.len(), 100, "hooked {} functions", t.hooked);
+    // The memory behind the pointers came along: the tracer decodes the path.
+    let (first, payload) = t
+        .payloads_since(mark)
+        .into_iter()
+        .find(|(r, _)| r.thread_id == me && r.function == t.query_attributes_file)
+        .unwrap();
+    assert_eq!(
+        decoded_args("NtQueryAttributesFile", &first, &payload),
+        format!(
+            r#"ObjectAttributes={{Name="\\??\\C:\\winstrace-agent-test-missing-single.txt", Attributes=OBJ_CASE_INSENSITIVE}}, FileInformation={:#x}"#,
+            first.args[1]
+        )
+    );
     for r in &mine {
         assert_eq!(r.status & 0xffff_ffff, STATUS_OBJECT_NAME_NOT_FOUND, "{r:x?}");
         assert!(!r.no_return);
@@ -203,6 +245,86 @@ fn a_hundred_calls_from_one_thread_give_a_hundred_records() {
     }
     assert_eq!(t.bad_records.load(Ordering::Relaxed), 0);
     assert_eq!(t.ring.lost_records(), 0);
+}
+
+type QueryAttributesFn = unsafe extern "system" fn(*const ObjectAttributes, *mut u8) -> i32;
+
+#[repr(C)]
+struct UnicodeString {
+    length: u16,
+    maximum_length: u16,
+    buffer: *const u16,
+}
+
+#[repr(C)]
+struct ObjectAttributes {
+    length: u32,
+    root_directory: usize,
+    object_name: *const UnicodeString,
+    attributes: u32,
+    security_descriptor: usize,
+    security_quality_of_service: usize,
+}
+
+/// Bad pointers in a traced call: the agent's copy faults, the fault is
+/// caught, the record says "unreadable" where the memory was, and the
+/// program goes on as if untraced.
+#[test]
+fn unreadable_pointers_are_captured_as_unreadable_and_harm_nothing() {
+    let t = tracer();
+    let _one_at_a_time = serial(t);
+    let ntdll = wide("ntdll.dll");
+    // SAFETY: NUL-terminated names; ntdll is loaded; the export has this signature.
+    let query: QueryAttributesFn = unsafe {
+        let proc =
+            GetProcAddress(GetModuleHandleW(ntdll.as_ptr()), c"NtQueryAttributesFile".as_ptr() as *const u8);
+        std::mem::transmute::<RawProc, QueryAttributesFn>(proc.expect("NtQueryAttributesFile"))
+    };
+    // A page that exists but cannot be read.
+    // SAFETY: a fresh allocation, left allocated (one page).
+    let no_access =
+        unsafe { VirtualAlloc(std::ptr::null(), 4096, MEM_COMMIT | MEM_RESERVE, PAGE_NOACCESS) } as u64;
+    assert_ne!(no_access, 0);
+    let name = UnicodeString { length: 20, maximum_length: 20, buffer: no_access as *const u16 };
+    let attributes = ObjectAttributes {
+        length: 48,
+        root_directory: 0,
+        object_name: &name,
+        attributes: 0x40,
+        security_descriptor: 0,
+        security_quality_of_service: 0,
+    };
+    let mut info = [0u8; 40];
+    // SAFETY: me = the calling thread.
+    let me = unsafe { GetCurrentThreadId() };
+    let mark = t.barrier();
+    // SAFETY: the system checks the pointers it is given and fails the call.
+    let statuses = unsafe {
+        [
+            query(0x10 as *const ObjectAttributes, info.as_mut_ptr()),
+            query(no_access as *const ObjectAttributes, info.as_mut_ptr()),
+            query(&attributes, info.as_mut_ptr()),
+        ]
+    };
+    assert!(statuses.iter().all(|&s| s < 0), "{statuses:x?}");
+    t.barrier();
+    let mine: Vec<String> = t
+        .payloads_since(mark)
+        .into_iter()
+        .filter(|(r, _)| r.thread_id == me && r.function == t.query_attributes_file)
+        .map(|(r, payload)| decoded_args("NtQueryAttributesFile", &r, &payload))
+        .collect();
+    let info_ptr = info.as_ptr() as u64;
+    assert_eq!(
+        mine,
+        vec![
+            format!("ObjectAttributes=0x10 (unreadable), FileInformation={info_ptr:#x}"),
+            format!("ObjectAttributes={no_access:#x} (unreadable), FileInformation={info_ptr:#x}"),
+            format!(
+                "ObjectAttributes={{Name={no_access:#x} (unreadable), Attributes=OBJ_CASE_INSENSITIVE}}, FileInformation={info_ptr:#x}"
+            ),
+        ]
+    );
 }
 
 #[test]

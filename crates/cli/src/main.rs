@@ -205,6 +205,15 @@ fn trace_set(cli: &Cli) -> Result<TraceSet, String> {
     }
 }
 
+/// The status filter of `-Z` / `-z`.
+fn status_filter(cli: &Cli) -> StatusFilter {
+    match (cli.failed_only, cli.successful_only) {
+        (true, _) => StatusFilter::FailedOnly,
+        (_, true) => StatusFilter::SuccessfulOnly,
+        _ => StatusFilter::All,
+    }
+}
+
 /// The sink the options ask for.
 fn build_sink(cli: &Cli) -> Result<Box<dyn EventSink>, String> {
     let sort = match cli.sort_by {
@@ -261,11 +270,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     let options = engine::Options {
         follow_children: cli.follow > 0,
         trace: trace_set(cli)?,
-        status: match (cli.failed_only, cli.successful_only) {
-            (true, _) => StatusFilter::FailedOnly,
-            (_, true) => StatusFilter::SuccessfulOnly,
-            _ => StatusFilter::All,
-        },
+        status: status_filter(cli),
         handle_names: cli.handle_names,
         record_sample: cli.record_sample.clone(),
         decode: winstrace_decode::DecodeOptions {
@@ -292,7 +297,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     std::process::exit(code as i32)
 }
 
-/// `--engine inject`: launch only, every function, no -f.
+/// `--engine inject`: launch only, no -f, no -y yet.
 #[cfg(windows)]
 fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
     if cli.attach.is_some() {
@@ -301,8 +306,8 @@ fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
     if cli.follow > 0 {
         return Err("--engine inject cannot follow children (-f) yet".into());
     }
-    if !cli.expressions.is_empty() || cli.failed_only || cli.successful_only || cli.handle_names {
-        return Err("--engine inject does not support -e, -Z, -z or -y yet; use --engine debug".into());
+    if cli.handle_names {
+        return Err("--engine inject does not name handles (-y) yet; use --engine debug".into());
     }
     let Some(program) = &cli.program else { unreachable!("clap requires PROGRAM unless -p is given") };
     let mut sink = build_sink(cli)?;
@@ -311,6 +316,8 @@ fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
             string_limit: cli.string_limit,
             raw: cli.format == Some(ArgFormat::Raw),
         },
+        trace: trace_set(cli)?,
+        status: status_filter(cli),
     };
     let outcome = winstrace_engine_inject::trace(program, &cli.args, &options, sink.as_mut())
         .map_err(|e| e.to_string())?;
@@ -326,6 +333,6 @@ fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
 
 #[cfg(not(windows))]
 fn run(cli: &Cli) -> Result<ExitCode, String> {
-    let _ = (build_sink, trace_set, StatusFilter::All, cli);
+    let _ = (build_sink, trace_set, status_filter, cli);
     Err("winstrace traces Windows programs and runs only on Windows (or under Wine)".into())
 }

@@ -71,16 +71,186 @@ fn attaching_is_refused_in_one_line() {
 }
 
 #[test]
-fn options_it_cannot_honour_are_refused_not_ignored() {
-    for option in [&["-e", "trace=NtClose"][..], &["-Z"], &["-z"], &["-y"]] {
-        let mut args = vec!["--engine", "inject"];
-        args.extend_from_slice(option);
-        args.extend_from_slice(&[TESTPROG, "loop", "1"]);
-        let (code, _, stderr) = winstrace_plain(&args);
-        assert_eq!(code, 1, "{option:?}");
-        assert_eq!(
-            stderr,
-            "winstrace: --engine inject does not support -e, -Z, -z or -y yet; use --engine debug\n"
+fn handle_names_are_refused_not_ignored() {
+    let (code, _, stderr) = winstrace_plain(&["--engine", "inject", "-y", TESTPROG, "loop", "1"]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr, "winstrace: --engine inject does not name handles (-y) yet; use --engine debug\n");
+}
+
+#[test]
+fn pointer_arguments_are_decoded_from_captured_memory() {
+    let path = r"C:\wst-inject-captured-probe.txt";
+    let run = trace_injected(&["missing", path]);
+    assert_eq!(run.stdout, "open failed: error 2\n", "{run:?}");
+    let opens = run.calls("NtCreateFile");
+    let open = opens.last().expect("an NtCreateFile call");
+    assert!(
+        open.contains(r#"ObjectAttributes={Name="\\??\\C:\\wst-inject-captured-probe.txt", Attributes=OBJ_CASE_INSENSITIVE}"#),
+        "{open}"
+    );
+    assert!(open.ends_with(NOT_FOUND), "{open}");
+    // An in-buffer: the bytes the program wrote to its standard output.
+    let writes = run.calls("NtWriteFile");
+    assert!(
+        writes.iter().any(|w| w.contains(r#"Buffer="open failed: error 2\n", Length=21"#)),
+        "{}",
+        run.trace
+    );
+}
+
+#[test]
+fn a_trace_set_hooks_only_its_functions() {
+    let run = winstrace(&[
+        "--engine",
+        "inject",
+        "--stats",
+        "-e",
+        "trace=NtQueryAttributesFile",
+        TESTPROG,
+        "loop",
+        "7",
+    ]);
+    assert_eq!(run.code(), 0, "{run:?}");
+    let calls: Vec<&str> = run.lines().into_iter().filter(|l| is_call(l)).collect();
+    assert_eq!(calls.len(), 7, "{}", run.trace);
+    assert!(calls.iter().all(|l| l.starts_with("NtQueryAttributesFile(") && l.ends_with(NOT_FOUND)));
+    // Filtered out means not hooked: the agent hooked exactly one function.
+    assert!(run.stderr.contains(" 1 functions hooked,"), "{}", run.stderr);
+}
+
+#[test]
+fn status_filters_pick_failed_or_successful_calls() {
+    let failed = trace_injected_with(&["-Z"], &["loop", "3"]);
+    let calls: Vec<&str> = failed.lines().into_iter().filter(|l| is_call(l)).collect();
+    assert!(calls.len() >= 3, "{}", failed.trace);
+    assert!(calls.iter().all(|l| l.contains(" = 0x8") || l.contains(" = 0xc")), "{}", failed.trace);
+    let ok = trace_injected_with(&["-z"], &["loop", "3"]);
+    let calls: Vec<&str> = ok.lines().into_iter().filter(|l| is_call(l)).collect();
+    assert!(
+        !calls.is_empty() && calls.iter().all(|l| !l.ends_with(NOT_FOUND) && !l.ends_with(" = ?")),
+        "{}",
+        ok.trace
+    );
+}
+
+fn trace_injected_with(options: &[&str], args: &[&str]) -> Run {
+    let mut all = vec!["--engine", "inject"];
+    all.extend_from_slice(options);
+    all.push(TESTPROG);
+    all.extend_from_slice(args);
+    winstrace(&all)
+}
+
+/// The call lines of a trace from the first one that mentions `marker`
+/// (what comes before is process start-up, which the engines see from
+/// different points), with what legitimately differs between two runs
+/// masked: addresses and handle values (all hex), and times.
+fn comparable_calls(run: &Run, marker: &str) -> Vec<String> {
+    let calls: Vec<&str> = run.lines().into_iter().filter(|l| is_call(l)).collect();
+    let Some(start) = calls.iter().position(|l| l.contains(marker)) else { return Vec::new() };
+    calls[start..].iter().map(|l| mask(l)).collect()
+}
+
+/// Replaces hex numbers by `0x_` and ISO-8601 times by `TIME`.
+fn mask(line: &str) -> String {
+    let bytes = line.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if line[i..].starts_with("0x") {
+            let digits = line[i + 2..].bytes().take_while(u8::is_ascii_hexdigit).count();
+            if digits > 0 {
+                out.push_str("0x_");
+                i += 2 + digits;
+                continue;
+            }
+        }
+        // 2026-11-26T17:34:28.3992986Z
+        let time = line[i..].bytes().take_while(|b| b.is_ascii_digit() || b"-:.T".contains(b)).count();
+        if time >= 19 && line[i + time..].starts_with('Z') && line.as_bytes()[i + 4] == b'-' {
+            out.push_str("TIME");
+            i += time + 1;
+            continue;
+        }
+        let c = line[i..].chars().next().unwrap();
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+#[test]
+fn masking_keeps_names_and_drops_addresses_and_times() {
+    assert_eq!(
+        mask("NtX(A=0x21f3f8, T=[2026-11-26T17:34:28.3992986Z], N=12) = 0xc0000034 STATUS_X"),
+        "NtX(A=0x_, T=[TIME], N=12) = 0x_ STATUS_X"
+    );
+}
+
+/// Runs `args` under both engines and returns the two comparable traces
+/// and the program's output under each.
+fn under_both_engines(
+    program: &str,
+    args: &[&str],
+    marker: &str,
+    before_each: impl Fn(),
+) -> [(Vec<String>, Run); 2] {
+    ["debug", "inject"].map(|engine| {
+        before_each();
+        let mut all = vec!["--engine", engine, program];
+        all.extend_from_slice(args);
+        let run = winstrace(&all);
+        (comparable_calls(&run, marker), run)
+    })
+}
+
+fn assert_engines_agree(program: &str, args: &[&str], marker: &str, before_each: impl Fn()) {
+    let [(debug, debug_run), (inject, inject_run)] = under_both_engines(program, args, marker, before_each);
+    assert!(debug.len() >= 2, "{args:?}: nothing to compare under the debugger engine:\n{}", debug_run.trace);
+    assert_eq!(debug_run.stdout, inject_run.stdout, "{args:?}");
+    assert_eq!(debug_run.code(), inject_run.code(), "{args:?}");
+    if debug != inject {
+        let first =
+            debug.iter().zip(&inject).position(|(d, i)| d != i).unwrap_or(debug.len().min(inject.len()));
+        panic!(
+            "{args:?}: the engines disagree at call {first} of {} / {}:\n debug:  {:?}\n inject: {:?}",
+            debug.len(),
+            inject.len(),
+            debug.get(first),
+            inject.get(first)
         );
     }
+}
+
+#[test]
+fn both_engines_show_the_same_calls_for_the_test_programs() {
+    let file = r"C:\users\Public\wst-engines-agree.txt";
+    let remove = || {
+        let _ = std::fs::remove_file(file);
+    };
+    assert_engines_agree(TESTPROG, &["file", file, "hello from both engines"], "wst-engines-agree", remove);
+    assert_engines_agree(
+        TESTPROG,
+        &["missing", r"C:\wst-engines-agree-missing.txt"],
+        "wst-engines-agree",
+        || {},
+    );
+    assert_engines_agree(
+        TESTPROG,
+        &["reg", r"Software\winstrace-engines-agree", "Greeting", "hello registry", "--cleanup"],
+        "winstrace-engines-agree",
+        || {},
+    );
+    assert_engines_agree(TESTPROG, &["event", "wst-engines-agree-event"], "wst-engines-agree-event", || {});
+    assert_engines_agree(TESTPROG, &["loop", "20"], "wst-loop-probe", || {});
+    remove();
+}
+
+#[test]
+fn both_engines_show_the_same_calls_for_wines_cmd() {
+    let file = r"C:\users\Public\wst-engines-agree-cmd.txt";
+    std::fs::write(file, "typed by cmd\r\n").unwrap();
+    let cmd = r"C:\windows\system32\cmd.exe";
+    assert_engines_agree(cmd, &["/c", "type", file], "wst-engines-agree-cmd", || {});
+    let _ = std::fs::remove_file(file);
 }

@@ -12,9 +12,14 @@
 //! into [`EventKind::Call`](winstrace_core::event::EventKind::Call) events
 //! until the process exits.
 //!
-//! Not done yet: memory capture (records carry raw argument values only,
-//! so pointer arguments decode as unreadable), attaching to a running
-//! process, following children, `-e trace=` (every function is recorded).
+//! Each record carries the memory the call's decoding reads, captured by
+//! the agent when the call returned (`winstrace_decode::capture`): the
+//! tracer decodes those bytes with the same decoders the debugger engine
+//! runs over the live process. `-e trace=` is applied in the agent: a
+//! function filtered out is not hooked.
+//!
+//! Not done yet: attaching to a running process, following children,
+//! `-y`, detaching on Ctrl-C.
 //!
 //! [`call_from_record`] and the errors are platform-independent; the
 //! Windows half is `windows.rs`.
@@ -23,10 +28,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use winstrace_agent::record::CallRecord;
+use winstrace_agent::record::{self, CallRecord};
 use winstrace_core::event::{Call, CallResult};
-use winstrace_core::memory::MemoryImage;
+use winstrace_decode::capture::CapturedMemory;
 use winstrace_decode::DecodeOptions;
+use winstrace_filter::{StatusFilter, TraceSet};
 
 #[cfg(all(windows, target_arch = "x86_64"))]
 mod windows;
@@ -48,6 +54,25 @@ pub const NAMES_BYTES: usize = 64 << 10;
 pub struct Options {
     /// How arguments are decoded (`-s`, `-X raw`).
     pub decode: DecodeOptions,
+    /// Which functions are traced (`-e trace=`); the others are not hooked.
+    pub trace: TraceSet,
+    /// Which calls are shown by their status (`-z`, `-Z`).
+    pub status: StatusFilter,
+}
+
+/// The functions to hook among `available` (the Nt* stubs of ntdll), or
+/// `None` for all of them.
+pub fn functions_to_hook<'a>(
+    trace: &TraceSet,
+    available: impl Iterator<Item = &'a str>,
+) -> Option<Vec<String>> {
+    if trace.is_everything() {
+        return None;
+    }
+    let mut only: Vec<String> = available.filter(|name| trace.matches(name)).map(str::to_string).collect();
+    only.sort();
+    only.dedup();
+    Some(only)
 }
 
 /// How tracing ended.
@@ -149,11 +174,12 @@ pub fn duration(record: &CallRecord, tsc_rate: Option<f64>) -> Option<Duration> 
     Some(Duration::from_secs_f64(ticks as f64 / rate))
 }
 
-/// Turns a record into a call. Memory capture does not exist yet, so the
-/// arguments are decoded over an empty memory image: numbers, handles and
-/// flags decode, whatever is behind a pointer shows as unreadable.
+/// Turns a record (`payload`, already checked by [`CallRecord::decode`]
+/// into `record`) into a call, decoding the arguments from the memory it
+/// carries.
 pub fn call_from_record(
     record: &CallRecord,
+    payload: &[u8],
     names: &[Arc<str>],
     id: u64,
     tsc_rate: Option<f64>,
@@ -163,8 +189,11 @@ pub fn call_from_record(
     // System calls return an NTSTATUS in EAX; the upper half of RAX carries
     // nothing.
     let status = (!record.no_return).then_some(u64::from(record.status as u32));
-    let (args, args_complete) =
-        winstrace_decode::decode_call(&function, &record.args, status, &MemoryImage::new(), opts);
+    let mut memory = CapturedMemory::new();
+    for (address, bytes) in record::pieces(payload) {
+        memory.add(address, bytes);
+    }
+    let (args, args_complete) = winstrace_decode::decode_call(&function, &record.args, status, &memory, opts);
     Call {
         function,
         id,
@@ -194,6 +223,7 @@ mod tests {
             thread_id: 9,
             status,
             no_return: false,
+            capture_full: false,
             entry_tsc: 1_000,
             return_tsc: 3_000,
             args: a,
@@ -207,7 +237,7 @@ mod tests {
     #[test]
     fn a_record_becomes_a_decoded_call() {
         let r = record(0, 0xffff_ffff_c000_0008, &[0x24]);
-        let call = call_from_record(&r, &names(), 5, Some(1e9), &DecodeOptions::default());
+        let call = call_from_record(&r, &r.encode(), &names(), 5, Some(1e9), &DecodeOptions::default());
         assert_eq!(&*call.function, "NtClose");
         assert_eq!(call.id, 5);
         assert_eq!(call.result, CallResult::Returned(0xc000_0008));
@@ -219,9 +249,61 @@ mod tests {
     }
 
     #[test]
+    fn pointer_arguments_decode_from_the_memory_the_record_carries() {
+        use winstrace_agent::record::RecordWriter;
+        use winstrace_decode::capture::{capture_plan, CaptureSink};
+        // NtQueryAttributesFile's OBJECT_ATTRIBUTES at 0x1000, its
+        // UNICODE_STRING at 0x1040 and the path at 0x1080, as the target had them.
+        let path: Vec<u8> = "\\??\\C:\\gone.txt".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let mut memory = vec![0u8; 0x200];
+        memory[0..4].copy_from_slice(&48u32.to_le_bytes());
+        memory[0x10..0x18].copy_from_slice(&0x1040u64.to_le_bytes());
+        memory[0x40..0x42].copy_from_slice(&(path.len() as u16).to_le_bytes());
+        memory[0x42..0x44].copy_from_slice(&(path.len() as u16).to_le_bytes());
+        memory[0x48..0x50].copy_from_slice(&0x1080u64.to_le_bytes());
+        memory[0x80..0x80 + path.len()].copy_from_slice(&path);
+        let read = |address: u64, out: &mut [u8]| {
+            let Some(start) = address.checked_sub(0x1000).map(|a| a as usize) else { return 0 };
+            let n = out.len().min(memory.len().saturating_sub(start));
+            out[..n].copy_from_slice(&memory[start..start + n]);
+            n
+        };
+        let r = record(1, 0xc000_0034, &[0x1000, 0x5000]);
+        let mut buf = [0u8; 2048];
+        let mut writer = RecordWriter::new(&mut buf, read).unwrap();
+        capture_plan("NtQueryAttributesFile").unwrap().capture(
+            &r.args,
+            Some(0xc000_0034),
+            &DecodeOptions::default(),
+            &mut writer,
+        );
+        assert_eq!(writer.capture(0x1000, 1), 1);
+        let payload = writer.finish(&r).to_vec();
+        let decoded = CallRecord::decode(&payload).unwrap();
+        let call = call_from_record(&decoded, &payload, &names(), 1, None, &DecodeOptions::default());
+        assert_eq!(
+            winstrace_decode::args_text(&call.args),
+            r#"ObjectAttributes={Name="\\??\\C:\\gone.txt"}, FileInformation=0x5000"#
+        );
+    }
+
+    #[test]
+    fn the_trace_set_decides_what_is_hooked() {
+        let available = ["NtClose", "NtCreateFile", "NtOpenKey", "NtQueryAttributesFile"];
+        assert_eq!(functions_to_hook(&TraceSet::default(), available.into_iter()), None);
+        let files = TraceSet::parse_expression("trace=%file").unwrap();
+        assert_eq!(
+            functions_to_hook(&files, available.into_iter()),
+            Some(vec!["NtCreateFile".to_string(), "NtQueryAttributesFile".to_string()])
+        );
+        let not_close = TraceSet::parse_expression("trace=!NtClose").unwrap();
+        assert_eq!(functions_to_hook(&not_close, available.into_iter()).map(|v| v.len()), Some(3));
+    }
+
+    #[test]
     fn pointer_arguments_are_unreadable_without_memory_capture() {
         let r = record(1, 0xc000_0034, &[0x1000, 0x2000]);
-        let call = call_from_record(&r, &names(), 1, None, &DecodeOptions::default());
+        let call = call_from_record(&r, &r.encode(), &names(), 1, None, &DecodeOptions::default());
         assert_eq!(&*call.function, "NtQueryAttributesFile");
         assert_eq!(call.args.len(), 2);
         assert!(matches!(call.args[0].value, Value::Unreadable(_)), "{:?}", call.args[0].value);
@@ -231,11 +313,17 @@ mod tests {
     #[test]
     fn no_return_calls_and_unknown_indexes() {
         let r = CallRecord { no_return: true, status: 0, return_tsc: 0, ..record(2, 0, &[u64::MAX, 0]) };
-        let call = call_from_record(&r, &names(), 2, Some(1e9), &DecodeOptions::default());
+        let call = call_from_record(&r, &r.encode(), &names(), 2, Some(1e9), &DecodeOptions::default());
         assert_eq!(call.result, CallResult::NoReturn);
         assert_eq!(call.duration, None);
-        let call =
-            call_from_record(&record(77, 0, &[1, 2, 3, 4, 5]), &names(), 3, None, &DecodeOptions::default());
+        let call = call_from_record(
+            &record(77, 0, &[1, 2, 3, 4, 5]),
+            &record(77, 0, &[]).encode(),
+            &names(),
+            3,
+            None,
+            &DecodeOptions::default(),
+        );
         assert_eq!(&*call.function, "Nt?77");
         assert!(!call.args_complete);
         assert_eq!(call.args.len(), 4);

@@ -20,6 +20,7 @@ use windows_sys::Win32::Security::Authorization::{
 use windows_sys::Win32::Security::{
     GetTokenInformation, TokenUser, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
 };
+use windows_sys::Win32::System::Diagnostics::Debug::ReadProcessMemory;
 use windows_sys::Win32::System::Diagnostics::Debug::WriteProcessMemory;
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
@@ -35,10 +36,14 @@ use windows_sys::Win32::System::Threading::{
 };
 use winstrace_agent::mapping::{self, AgentState, Layout};
 use winstrace_agent::record::{CallRecord, RECORD_KIND_CALL};
-use winstrace_core::event::{Event, EventKind, EventSink, ProcessStart};
+use winstrace_agent::AgentConfig;
+use winstrace_core::event::{CallResult, Event, EventKind, EventSink, ProcessStart};
+use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_ring::Ring;
 
-use crate::{call_from_record, Error, Options, Outcome, AGENT_DLL, NAMES_BYTES, RING_CAPACITY};
+use crate::{
+    call_from_record, functions_to_hook, Error, Options, Outcome, AGENT_DLL, NAMES_BYTES, RING_CAPACITY,
+};
 
 /// How long the loop sleeps on the target's handle when the ring is empty.
 const POLL_MS: u32 = 5;
@@ -263,6 +268,48 @@ fn queue_injection(process: HANDLE, thread: &Handle, dll: &std::path::Path) -> R
     Ok(())
 }
 
+/// This process's memory, read through ReadProcessMemory (a bad address is
+/// an error, not a fault).
+struct OwnMemory;
+
+impl TargetMemory for OwnMemory {
+    fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable> {
+        let mut read = 0usize;
+        // SAFETY: the kernel checks the source range; `buf` is ours.
+        let ok = unsafe {
+            ReadProcessMemory(
+                GetCurrentProcess(),
+                address as *const c_void,
+                buf.as_mut_ptr() as *mut c_void,
+                buf.len(),
+                &mut read,
+            )
+        };
+        if ok != 0 && read == buf.len() {
+            Ok(())
+        } else {
+            Err(Unreadable { address })
+        }
+    }
+}
+
+/// What the agent is to do: the decode options, and which functions to
+/// hook. The names come from winstrace's own ntdll, the same file the
+/// target loads (same machine, same architecture).
+fn agent_config(options: &Options) -> Result<AgentConfig, Error> {
+    let only = if options.trace.is_everything() {
+        None
+    } else {
+        let name = wide("ntdll.dll");
+        // SAFETY: NUL-terminated name; ntdll is loaded in every process.
+        let ntdll = unsafe { GetModuleHandleW(name.as_ptr()) } as u64;
+        let stubs = winstrace_hook::stub::find_stubs(&OwnMemory, ntdll)
+            .map_err(|e| Error::Os { what: format!("reading ntdll's exports: {e}"), code: 0 })?;
+        functions_to_hook(&options.trace, stubs.iter().map(|s| s.name.as_str()))
+    };
+    Ok(AgentConfig { decode: options.decode.clone(), only })
+}
+
 fn read_tsc() -> u64 {
     // SAFETY: RDTSC has no preconditions on x86_64.
     unsafe { core::arch::x86_64::_rdtsc() }
@@ -310,12 +357,13 @@ fn trace_child(
     let pid = child.id();
     let process = child.as_raw_handle() as HANDLE;
     let ring_words = Ring::region_words(RING_CAPACITY).expect("a 4 MiB ring fits in usize");
-    let layout = Layout::new(ring_words, NAMES_BYTES);
+    let config = agent_config(options)?;
+    let layout = Layout::for_config(ring_words, NAMES_BYTES, &config);
     let (_section, view) = create_mapping(pid, layout.total_words())?;
     let region = view.words();
     let ring = Ring::init(layout.ring(region), RING_CAPACITY).map_err(|e| Error::Ring(e.to_string()))?;
     ring.set_consumer_alive(true);
-    layout.write_header(region);
+    layout.write_header(region, &config);
     let thread = main_thread(pid)?;
     queue_injection(process, &thread, dll)?;
 
@@ -372,8 +420,14 @@ fn trace_child(
             }
             let Ok(record) = CallRecord::decode(rec.payload) else { continue };
             calls += 1;
-            let call = call_from_record(&record, names, calls, rate, &options.decode);
-            emit(sink, record.thread_id, EventKind::Call(call));
+            let call = call_from_record(&record, rec.payload, names, calls, rate, &options.decode);
+            let result = match call.result {
+                CallResult::Returned(status) => Some(status),
+                _ => None,
+            };
+            if options.status.shows(result) {
+                emit(sink, record.thread_id, EventKind::Call(call));
+            }
         }
         if exited {
             // Everything the process published is read (a record it
