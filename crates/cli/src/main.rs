@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 
+mod agent_dll;
 mod per_process;
 mod target;
 
@@ -312,6 +313,7 @@ fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
     let Some(program) = &cli.program else { unreachable!("clap requires PROGRAM unless -p is given") };
     let mut sink = build_sink(cli)?;
     let options = winstrace_engine_inject::Options {
+        agent_dll: agent_dll::write_out()?,
         decode: winstrace_decode::DecodeOptions {
             string_limit: cli.string_limit,
             raw: cli.format == Some(ArgFormat::Raw),
@@ -333,6 +335,6 @@ fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
 
 #[cfg(not(windows))]
 fn run(cli: &Cli) -> Result<ExitCode, String> {
-    let _ = (build_sink, trace_set, status_filter, cli);
+    let _ = (build_sink, trace_set, status_filter, agent_dll::write_out, cli);
     Err("winstrace traces Windows programs and runs only on Windows (or under Wine)".into())
 }

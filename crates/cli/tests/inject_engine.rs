@@ -1,9 +1,8 @@
 //! The in-process engine (`--engine inject`), end to end: winstrace injects
 //! the agent into the test program and the tests check the trace.
 //!
-//! The agent DLL must be built: cargo builds it (as a dependency of the
-//! engine) into the `deps` directory beside winstrace.exe, where the engine
-//! also looks.
+//! The agent DLL is the one winstrace.exe embeds and writes out (to
+//! `%TEMP%\winstrace-<version>-<digest>\`): nothing else is needed beside it.
 
 #![cfg(windows)]
 

@@ -3,7 +3,7 @@
 //! It launches the target suspended, creates the shared mapping
 //! `Local\winstrace-ring-<pid>` (readable and writable by the current user
 //! only) holding a [`winstrace_ring`] ring, and injects the agent DLL
-//! (`winstrace_agent.dll`, next to the running executable) "early bird":
+//! ([`Options::agent_dll`]; winstrace.exe embeds it) "early bird":
 //! an APC to `LoadLibraryW` queued on the suspended main thread runs while
 //! the loader initialises the process, before the program's entry point.
 //! The agent's `DllMain` opens the mapping, hooks every Nt* stub and
@@ -39,10 +39,6 @@ mod windows;
 #[cfg(all(windows, target_arch = "x86_64"))]
 pub use windows::trace;
 
-/// The agent DLL's file name; [`trace`] looks for it beside the running
-/// executable (then in its `deps` subdirectory, where cargo also puts it).
-pub const AGENT_DLL: &str = "winstrace_agent.dll";
-
 /// Data area of the ring, bytes (about 23,000 records).
 pub const RING_CAPACITY: u64 = 4 << 20;
 
@@ -52,6 +48,8 @@ pub const NAMES_BYTES: usize = 64 << 10;
 /// How to trace.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// The agent DLL to inject (winstrace.exe carries one and writes it out).
+    pub agent_dll: std::path::PathBuf,
     /// How arguments are decoded (`-s`, `-X raw`).
     pub decode: DecodeOptions,
     /// Which functions are traced (`-e trace=`); the others are not hooked.
@@ -118,7 +116,7 @@ impl fmt::Display for Error {
         match self {
             Error::ProgramNotFound { program } => write!(f, "cannot run '{program}': program not found"),
             Error::AgentNotFound { path } => {
-                write!(f, "the agent DLL is missing: {path} (build the winstrace-agent crate)")
+                write!(f, "the agent DLL is missing: {path}")
             }
             Error::AgentFailed { code } => {
                 let meaning = attach_error_meaning(*code);

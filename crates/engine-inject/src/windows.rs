@@ -5,7 +5,6 @@ use std::ffi::c_void;
 use std::io;
 use std::os::windows::io::AsRawHandle;
 use std::os::windows::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -41,9 +40,7 @@ use winstrace_core::event::{CallResult, Event, EventKind, EventSink, ProcessStar
 use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_ring::Ring;
 
-use crate::{
-    call_from_record, functions_to_hook, Error, Options, Outcome, AGENT_DLL, NAMES_BYTES, RING_CAPACITY,
-};
+use crate::{call_from_record, functions_to_hook, Error, Options, Outcome, NAMES_BYTES, RING_CAPACITY};
 
 /// How long the loop sleeps on the target's handle when the ring is empty.
 const POLL_MS: u32 = 5;
@@ -87,20 +84,6 @@ fn last_error(what: &str) -> Error {
 
 fn wide(s: &str) -> Vec<u16> {
     s.encode_utf16().chain([0]).collect()
-}
-
-/// The agent DLL beside the running executable, or in its `deps` directory.
-fn agent_path() -> Result<PathBuf, Error> {
-    let exe = std::env::current_exe().map_err(|e| Error::Os {
-        what: "finding winstrace's own path".into(),
-        code: e.raw_os_error().unwrap_or(0) as u32,
-    })?;
-    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    let beside = dir.join(AGENT_DLL);
-    [beside.clone(), dir.join("deps").join(AGENT_DLL)]
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or(Error::AgentNotFound { path: beside.display().to_string() })
 }
 
 /// The current user's SID as a string (`S-1-5-21-...`).
@@ -323,7 +306,10 @@ pub fn trace(
     options: &Options,
     sink: &mut dyn EventSink,
 ) -> Result<Outcome, Error> {
-    let dll = agent_path()?;
+    let dll = options.agent_dll.clone();
+    if !dll.is_file() {
+        return Err(Error::AgentNotFound { path: dll.display().to_string() });
+    }
     // std's Command resolves the program on PATH and quotes the arguments;
     // CREATE_SUSPENDED keeps the main thread from running any code until
     // the mapping exists and the injection is queued.

@@ -86,14 +86,28 @@ pub fn strip_ids(line: &str) -> (Option<(u32, u32)>, &str) {
 
 /// Runs winstrace with `args`, its output captured, and waits for it.
 fn run_winstrace(args: &[&std::ffi::OsStr]) -> Output {
-    let child = Command::new(WINSTRACE)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting winstrace");
-    wait_output(child, &format!("winstrace {args:?}"))
+    let spawn = || {
+        Command::new(WINSTRACE)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    };
+    // Wine 8 now and then fails a CreateProcess with ERROR_INTERNAL_ERROR
+    // (1359) when many processes start at once; that is not winstrace's
+    // doing, so try again a few times before calling it a failure.
+    let mut child = spawn();
+    for _ in 0..3 {
+        match &child {
+            Err(e) if e.raw_os_error() == Some(1359) => {
+                std::thread::sleep(Duration::from_millis(500));
+                child = spawn();
+            }
+            _ => break,
+        }
+    }
+    wait_output(child.expect("starting winstrace"), &format!("winstrace {args:?}"))
 }
 
 /// Runs `winstrace -o TRACE <args>` and collects everything.
