@@ -19,7 +19,8 @@
 //! | 9 | options: bit 0 = raw decoding (capture nothing), bit 1 = hook only the functions of the request table | tracer |
 //! | 10 | request table offset (bytes, a multiple of 8) | tracer |
 //! | 11 | request table length (bytes) | tracer |
-//! | 12.. | ring, then name table, then request table | |
+//! | 12 | address of `winstrace_agent_detach` in the agent's process (0 if none) | agent |
+//! | 13.. | ring, then name table, then request table | |
 //!
 //! Both tables hold function names, ASCII, each followed by `\n`, packed
 //! little-endian into the words. The name table lists the hooked
@@ -40,7 +41,7 @@ use crate::AgentConfig;
 /// Word 0: `wsMAP`, two zero bytes, layout version 2.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"wsMAP\0\0\x02");
 /// Words of the header, before the ring.
-pub const HEADER_WORDS: usize = 12;
+pub const HEADER_WORDS: usize = 13;
 /// Word 5 value: the agent attached; words 6 and 7 and the table are set.
 pub const AGENT_ATTACHED: u64 = 1;
 /// Word 5 value: the agent found the mapping but attaching failed (word 6
@@ -59,6 +60,7 @@ const W_STRING_LIMIT: usize = 8;
 const W_OPTIONS: usize = 9;
 const W_REQUEST_OFFSET: usize = 10;
 const W_REQUEST_LENGTH: usize = 11;
+const W_DETACH_ROUTINE: usize = 12;
 
 const OPTION_RAW: u64 = 1;
 const OPTION_ONLY_REQUESTED: u64 = 2;
@@ -155,6 +157,7 @@ impl Layout {
             (W_OPTIONS, options as usize),
             (W_REQUEST_OFFSET, self.request_offset * 8),
             (W_REQUEST_LENGTH, request_len),
+            (W_DETACH_ROUTINE, 0),
         ];
         for (word, value) in values {
             region[word].store(value as u64, Ordering::Relaxed);
@@ -217,8 +220,8 @@ pub fn read_config(region: &[AtomicU64], layout: &Layout) -> AgentConfig {
     AgentConfig { decode, only }
 }
 
-/// Agent side: writes the names (record index order) and the attach result,
-/// then publishes them. Names that do not fit, and non-ASCII or `\n`
+/// Agent side: writes the names (record index order), the attach result
+/// and the address of its detach routine, then publishes them. Names that do not fit, and non-ASCII or `\n`
 /// characters, make the table end early (the tracer then shows such
 /// functions by number).
 pub fn publish_names<'n>(
@@ -226,6 +229,7 @@ pub fn publish_names<'n>(
     layout: &Layout,
     names: impl Iterator<Item = &'n str>,
     attach_result: i32,
+    detach_routine: u64,
 ) {
     let table = &region[layout.names_offset..layout.names_offset + layout.names_words];
     let capacity = table.len() * 8;
@@ -252,10 +256,22 @@ pub fn publish_names<'n>(
         table[len / 8].store(word, Ordering::Relaxed);
     }
     region[W_ATTACH_RESULT].store(attach_result as i64 as u64, Ordering::Relaxed);
+    region[W_DETACH_ROUTINE].store(detach_routine, Ordering::Relaxed);
     region[W_NAMES_LENGTH].store(len as u64, Ordering::Relaxed);
     let state = if attach_result >= 0 { AGENT_ATTACHED } else { AGENT_FAILED };
     // Release: a tracer that sees the state sees the table and result.
     region[W_AGENT_STATE].store(state, Ordering::Release);
+}
+
+/// Tracer side: where the agent's detach routine is in its process (to run
+/// it with CreateRemoteThread), once the agent has attached; 0 if unknown.
+/// The value comes from the target: running it can only run the target's
+/// own code in the target.
+pub fn detach_routine(region: &[AtomicU64]) -> u64 {
+    match region.get(W_AGENT_STATE).map(|w| w.load(Ordering::Acquire)) {
+        Some(AGENT_ATTACHED) => region[W_DETACH_ROUTINE].load(Ordering::Relaxed),
+        _ => 0,
+    }
 }
 
 /// What the agent has published so far.
@@ -295,6 +311,7 @@ pub fn fuzz_mapping(region: &[AtomicU64]) {
         let _ = layout.ring(region);
         let _ = read_config(region, &layout);
         let _ = read_agent_state(region, &layout);
+        let _ = detach_routine(region);
     }
 }
 
@@ -323,8 +340,8 @@ mod tests {
         // Unaligned or overlapping parts are refused.
         r[W_RING_OFFSET].store(12, Ordering::Relaxed);
         assert_eq!(Layout::read_header(&r), None);
-        r[W_RING_OFFSET].store(96, Ordering::Relaxed);
-        r[W_NAMES_OFFSET].store(96, Ordering::Relaxed);
+        r[W_RING_OFFSET].store(104, Ordering::Relaxed);
+        r[W_NAMES_OFFSET].store(104, Ordering::Relaxed);
         assert_eq!(Layout::read_header(&r), None);
         r[W_NAMES_OFFSET].store(u64::MAX - 7, Ordering::Relaxed);
         assert_eq!(Layout::read_header(&r), None);
@@ -357,11 +374,12 @@ mod tests {
         layout.write_header(&r, &AgentConfig::default());
         assert_eq!(read_agent_state(&r, &layout), AgentState::Pending);
         let names = ["NtClose", "NtCreateFile", "NtQueryAttributesFile"];
-        publish_names(&r, &layout, names.iter().copied(), 3);
+        publish_names(&r, &layout, names.iter().copied(), 3, 0x7ff0_1234);
         assert_eq!(
             read_agent_state(&r, &layout),
             AgentState::Attached(names.iter().map(|s| s.to_string()).collect())
         );
+        assert_eq!(detach_routine(&r), 0x7ff0_1234);
     }
 
     #[test]
@@ -369,10 +387,11 @@ mod tests {
         let layout = Layout::new(4, 16, 0);
         let r = region(layout.total_words());
         layout.write_header(&r, &AgentConfig::default());
-        publish_names(&r, &layout, ["NtClose", "NtOpenFile", "NtX"].into_iter(), 3);
+        publish_names(&r, &layout, ["NtClose", "NtOpenFile", "NtX"].into_iter(), 3, 0);
         assert_eq!(read_agent_state(&r, &layout), AgentState::Attached(vec!["NtClose".into()]));
-        publish_names(&r, &layout, std::iter::empty(), -6);
+        publish_names(&r, &layout, std::iter::empty(), -6, 0x1000);
         assert_eq!(read_agent_state(&r, &layout), AgentState::Failed(-6));
+        assert_eq!(detach_routine(&r), 0, "only an attached agent has one");
     }
 
     #[test]

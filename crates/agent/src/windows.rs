@@ -6,12 +6,16 @@ use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use windows_sys::Win32::Foundation::HMODULE;
+use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, HMODULE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::Foundation::{
     EXCEPTION_ACCESS_VIOLATION, EXCEPTION_GUARD_PAGE, EXCEPTION_IN_PAGE_ERROR,
 };
 use windows_sys::Win32::System::Diagnostics::Debug::{
-    AddVectoredExceptionHandler, FlushInstructionCache, ReadProcessMemory, EXCEPTION_POINTERS,
+    AddVectoredExceptionHandler, FlushInstructionCache, GetThreadContext, ReadProcessMemory,
+    SetThreadContext, CONTEXT, CONTEXT_CONTROL_AMD64, EXCEPTION_POINTERS,
+};
+use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+    CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
 };
 use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
 use windows_sys::Win32::System::Memory::{
@@ -20,7 +24,9 @@ use windows_sys::Win32::System::Memory::{
     PAGE_EXECUTE_READWRITE, PAGE_PROTECTION_FLAGS, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, GetCurrentProcessId, TlsAlloc, TlsGetValue, TlsSetValue, TLS_OUT_OF_INDEXES,
+    GetCurrentProcess, GetCurrentProcessId, GetCurrentThreadId, OpenThread, ResumeThread, SuspendThread,
+    TlsAlloc, TlsGetValue, TlsSetValue, THREAD_GET_CONTEXT, THREAD_SET_CONTEXT, THREAD_SUSPEND_RESUME,
+    TLS_OUT_OF_INDEXES,
 };
 use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{Frame, StubToTrace, FRAME_SIZE};
@@ -81,6 +87,13 @@ struct State {
     decode: DecodeOptions,
     /// NtYieldExecution's stub copy: a yield that goes around the hooks.
     yield_copy: Option<unsafe extern "system" fn() -> i32>,
+    /// The stubs' patches, for detaching.
+    patches: Vec<Patch>,
+    /// NtTerminateProcess's function index (see `wait_for_tracer`).
+    terminate: Option<usize>,
+    /// Per function: whether its calls are recorded (the tracer's filter
+    /// wants them); NtTerminateProcess is hooked even when not.
+    recorded: Vec<bool>,
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -172,6 +185,9 @@ pub unsafe extern "C" fn winstrace_agent_function_index(name: *const u8, len: us
 /// The callback of every hooked call (see `winstrace_hook::inline`): runs
 /// on the calling thread with `frame` pointing at the saved frame.
 extern "win64" fn on_call(frame: *const u8, no_return: u64) {
+    if DETACHED.load(Ordering::Relaxed) {
+        return;
+    }
     let Some(guard) = guard_offset() else { return };
     if teb_read(guard) != GUARD_TRACED {
         return;
@@ -224,7 +240,32 @@ fn record_call(frame: *const u8, no_return: u64) {
     };
     // A refused record is counted in the ring's lost counter; nothing else
     // to do about it from inside someone else's call.
-    let _ = state.ring.write(RECORD_KIND_CALL, payload, &mut wait);
+    let written = !state.recorded.get(function).copied().unwrap_or(true)
+        || state.ring.write(RECORD_KIND_CALL, payload, &mut wait).is_ok();
+    if written && !returned && Some(function) == state.terminate && (f.args[0] == 0 || f.args[0] == u64::MAX)
+    {
+        wait_for_tracer(&state.ring, &mut wait);
+    }
+}
+
+/// How many waits (each some spins and a yield) the process's exit gives
+/// the tracer to catch up: a few seconds at most.
+const EXIT_WAITS: u32 = 200_000;
+
+/// The process is about to end itself (NtTerminateProcess on itself, the
+/// first step of ExitProcess, while every handle is still open). Waits
+/// until the tracer has read everything written so far, so that it can
+/// still look into the living process for what it decodes (`-y` names a
+/// handle it never saw opened by asking the process for it). Gives up if
+/// the tracer is gone or takes too long.
+fn wait_for_tracer(ring: &RingRef<'_>, wait: &mut dyn FnMut()) {
+    let written = ring.write_position();
+    for _ in 0..EXIT_WAITS {
+        if ring.read_position() >= written || !ring.consumer_alive() {
+            return;
+        }
+        wait();
+    }
 }
 
 // The memory probe: copies from addresses the traced program passed, which
@@ -391,11 +432,16 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
     let Ok(found) = stub::find_stubs(&OwnMemory, ntdll) else { return -5 };
     let mut stubs = Vec::new();
     let mut names = Vec::new();
+    let mut recorded = Vec::new();
     for stub::FoundStub { name, address, shape } in found {
         // The patch is one aligned 8-byte store over the first 8 bytes.
-        if address % 8 != 0 || shape.code.len() < 8 || !config.wants(&name) {
+        // NtTerminateProcess is hooked whatever the filter: the process's
+        // exit waits there for the tracer (see `wait_for_tracer`).
+        let exit_handshake = name == "NtTerminateProcess";
+        if address % 8 != 0 || shape.code.len() < 8 || !(config.wants(&name) || exit_handshake) {
             continue;
         }
+        recorded.push(config.wants(&name));
         stubs.push(StubToTrace { address, code: shape.code, no_return: is_no_return(&name) });
         names.push(name);
     }
@@ -430,56 +476,245 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
     // Plans (and the tables behind them) are built here, not in a hook.
     capture::warm_up();
     let plans = names.iter().map(|n| capture::capture_plan(n)).collect();
-    let state =
-        State { ring, copies: t.copies.clone(), names, plans, decode: config.decode.clone(), yield_copy };
+    // Every patch is worked out (and every allocation made) before the
+    // first store: while other threads are suspended nothing may allocate.
+    let patches: Vec<Patch> = stubs
+        .iter()
+        .zip(&t.thunks)
+        .zip(&t.copies)
+        .filter_map(|((stub, thunk), copy)| {
+            let patch = inline::atomic_patch(stub.address, *thunk, &stub.code)?;
+            let original: [u8; 8] = stub.code[..8].try_into().ok()?;
+            Some(Patch {
+                address: stub.address,
+                original: u64::from_le_bytes(original),
+                patched: u64::from_le_bytes(patch),
+                copy: *copy,
+            })
+        })
+        .collect();
+    let terminate = names.iter().position(|n| n == "NtTerminateProcess");
+    let state = State {
+        terminate,
+        recorded,
+        ring,
+        copies: t.copies.clone(),
+        names,
+        plans,
+        decode: config.decode.clone(),
+        yield_copy,
+        patches,
+    };
     if STATE.set(state).is_err() {
         return -1;
     }
-
-    // Patch the stubs: one protection change over the range they span (all
-    // in ntdll's code section), then one atomic store per stub.
-    let first = stubs.iter().map(|s| s.address).min().unwrap_or(0);
-    let end = stubs.iter().map(|s| s.address + 8).max().unwrap_or(0);
-    let mut old: PAGE_PROTECTION_FLAGS = 0;
-    // SAFETY: ntdll's code pages; they stay executable throughout, so
-    // threads running in them are unaffected.
-    if unsafe {
-        VirtualProtect(first as *const c_void, (end - first) as usize, PAGE_EXECUTE_READWRITE, &mut old)
-    } == 0
-    {
-        return -9;
-    }
+    let Some(state) = STATE.get() else { return -1 };
+    let Some(range) = PatchRange::of(&state.patches) else { return -6 };
+    let threads = OtherThreads::open();
+    let Some(_writable) = range.make_writable() else { return -9 };
+    let _stopped = threads.suspend(&state.patches);
     let mut hooked = 0i32;
-    for (stub, thunk) in stubs.iter().zip(&t.thunks) {
-        let Some(patch) = inline::atomic_patch(stub.address, *thunk, &stub.code) else { continue };
-        let mut original = [0u8; 8];
-        original.copy_from_slice(&stub.code[..8]);
-        // SAFETY: `stub.address` is 8-byte aligned (checked above), inside
-        // ntdll's mapped code made writable just above; every thread reads
-        // those bytes only as instructions, so an atomic store is the one
-        // write they can observe, whole or not at all.
-        let word = unsafe { &*(stub.address as *const AtomicU64) };
-        // Only if the bytes are still those we recognised (no other hooker
-        // got there in between).
-        if word
-            .compare_exchange(
-                u64::from_le_bytes(original),
-                u64::from_le_bytes(patch),
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            )
-            .is_ok()
-        {
+    for patch in &state.patches {
+        if patch.store(patch.original, patch.patched) {
             hooked += 1;
         }
     }
-    let mut ignored: PAGE_PROTECTION_FLAGS = 0;
-    // SAFETY: puts back the protection the pages had.
-    unsafe {
-        VirtualProtect(first as *const c_void, (end - first) as usize, old, &mut ignored);
-        FlushInstructionCache(GetCurrentProcess(), first as *const c_void, (end - first) as usize);
-    }
     hooked
+}
+
+/// One stub's patch: the 8 bytes it had and the 8 bytes that jump to its
+/// thunk, and where its verbatim copy is.
+struct Patch {
+    address: u64,
+    original: u64,
+    patched: u64,
+    copy: u64,
+}
+
+impl Patch {
+    /// Replaces the stub's first 8 bytes `from` by `to` in one atomic store,
+    /// if they still are `from` (no other hooker got there in between).
+    fn store(&self, from: u64, to: u64) -> bool {
+        // SAFETY: `address` is 8-byte aligned (checked when the stub was
+        // chosen), inside ntdll's code, which the caller made writable;
+        // every thread reads those bytes only as instructions, so an atomic
+        // store is the one write they can observe, whole or not at all.
+        let word = unsafe { &*(self.address as *const AtomicU64) };
+        word.compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+}
+
+/// The span of ntdll's code the patches touch.
+struct PatchRange {
+    first: u64,
+    end: u64,
+}
+
+impl PatchRange {
+    fn of(patches: &[Patch]) -> Option<PatchRange> {
+        let first = patches.iter().map(|p| p.address).min()?;
+        let end = patches.iter().map(|p| p.address + 8).max()?;
+        Some(PatchRange { first, end })
+    }
+
+    /// Makes the span writable (and keeps it executable, so threads
+    /// running in it are unaffected) until the guard is dropped.
+    fn make_writable(&self) -> Option<WritableCode<'_>> {
+        let mut old: PAGE_PROTECTION_FLAGS = 0;
+        // SAFETY: ntdll's code pages; they stay executable throughout.
+        let ok = unsafe {
+            VirtualProtect(self.first as *const c_void, self.len(), PAGE_EXECUTE_READWRITE, &mut old)
+        };
+        (ok != 0).then_some(WritableCode { range: self, old })
+    }
+
+    fn len(&self) -> usize {
+        (self.end - self.first) as usize
+    }
+}
+
+/// Puts back the protection of a [`PatchRange`] and flushes the
+/// instruction cache over it.
+struct WritableCode<'r> {
+    range: &'r PatchRange,
+    old: PAGE_PROTECTION_FLAGS,
+}
+
+impl Drop for WritableCode<'_> {
+    fn drop(&mut self) {
+        let mut ignored: PAGE_PROTECTION_FLAGS = 0;
+        // SAFETY: puts back the protection the pages had.
+        unsafe {
+            VirtualProtect(self.range.first as *const c_void, self.range.len(), self.old, &mut ignored);
+            FlushInstructionCache(GetCurrentProcess(), self.range.first as *const c_void, self.range.len());
+        }
+    }
+}
+
+/// Handles to the process's other threads, opened before any is
+/// suspended (opening allocates).
+struct OtherThreads {
+    handles: Vec<HANDLE>,
+}
+
+/// Threads suspended by [`OtherThreads::suspend`], resumed on drop.
+struct Stopped<'t> {
+    threads: &'t OtherThreads,
+    suspended: Vec<bool>,
+}
+
+impl OtherThreads {
+    fn open() -> OtherThreads {
+        let mut handles = Vec::new();
+        // SAFETY: a snapshot handle, walked with a correctly sized entry
+        // and closed; thread handles are closed by `Drop`.
+        unsafe {
+            let me = GetCurrentThreadId();
+            let pid = GetCurrentProcessId();
+            let snapshot = CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+            if snapshot == INVALID_HANDLE_VALUE {
+                return OtherThreads { handles };
+            }
+            let mut entry: THREADENTRY32 = std::mem::zeroed();
+            entry.dwSize = std::mem::size_of::<THREADENTRY32>() as u32;
+            let mut more = Thread32First(snapshot, &mut entry) != 0;
+            while more {
+                if entry.th32OwnerProcessID == pid && entry.th32ThreadID != me {
+                    let access = THREAD_SUSPEND_RESUME | THREAD_GET_CONTEXT | THREAD_SET_CONTEXT;
+                    let handle = OpenThread(access, 0, entry.th32ThreadID);
+                    if !handle.is_null() {
+                        handles.push(handle);
+                    }
+                }
+                more = Thread32Next(snapshot, &mut entry) != 0;
+            }
+            CloseHandle(snapshot);
+        }
+        OtherThreads { handles }
+    }
+
+    /// Suspends every thread and moves any that stopped inside the first 8
+    /// bytes of a stub (after its first instruction, where a patch would
+    /// land it in the middle of the jump) to the same offset in the stub's
+    /// copy, which holds the same bytes: that call completes, untraced.
+    /// Allocates nothing after the first suspension.
+    fn suspend(&self, patches: &[Patch]) -> Stopped<'_> {
+        let mut suspended = Vec::with_capacity(self.handles.len());
+        for &handle in &self.handles {
+            // SAFETY: a thread handle with THREAD_SUSPEND_RESUME access.
+            suspended.push(unsafe { SuspendThread(handle) } != u32::MAX);
+        }
+        for (&handle, _) in self.handles.iter().zip(&suspended).filter(|(_, &s)| s) {
+            let mut context = AlignedContext(
+                // SAFETY: CONTEXT is plain data; all-zero is a valid value.
+                unsafe { std::mem::zeroed() },
+            );
+            context.0.ContextFlags = CONTEXT_CONTROL_AMD64;
+            // SAFETY: an aligned CONTEXT; GetThreadContext also waits until
+            // the thread is really suspended.
+            if unsafe { GetThreadContext(handle, &mut context.0) } == 0 {
+                continue;
+            }
+            let rip = context.0.Rip;
+            let inside = patches.iter().find(|p| rip > p.address && rip < p.address + 8);
+            if let Some(patch) = inside {
+                context.0.Rip = patch.copy + (rip - patch.address);
+                // SAFETY: the thread is suspended; only RIP changes, to the
+                // same instruction boundary in an identical copy.
+                unsafe { SetThreadContext(handle, &context.0) };
+            }
+        }
+        Stopped { threads: self, suspended }
+    }
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        for (&handle, &suspended) in self.threads.handles.iter().zip(&self.suspended) {
+            if suspended {
+                // SAFETY: resumes a thread this guard suspended.
+                unsafe { ResumeThread(handle) };
+            }
+        }
+    }
+}
+
+impl Drop for OtherThreads {
+    fn drop(&mut self) {
+        for &handle in &self.handles {
+            // SAFETY: handles we opened, closed once.
+            unsafe { CloseHandle(handle) };
+        }
+    }
+}
+
+/// A 16-byte aligned CONTEXT, as GetThreadContext requires on x64.
+#[repr(C, align(16))]
+struct AlignedContext(CONTEXT);
+
+/// Set once the tracer detached: hooked calls still running come back
+/// through the trampolines and record nothing.
+static DETACHED: AtomicBool = AtomicBool::new(false);
+
+/// Puts every stub back and stops recording; returns how many stubs were
+/// restored. The trampolines and this DLL stay (a thread blocked inside a
+/// call will still return through them). For the tracer, which runs it in
+/// a thread of its own (`CreateRemoteThread`) on Ctrl-C; the mapping
+/// publishes its address.
+#[no_mangle]
+pub extern "system" fn winstrace_agent_detach(_parameter: *mut c_void) -> u32 {
+    let Some(guard) = ensure_guard() else { return 0 };
+    teb_write(guard, GUARD_EXCLUDED);
+    let Some(state) = STATE.get() else { return 0 };
+    if DETACHED.swap(true, Ordering::AcqRel) {
+        return 0;
+    }
+    let Some(range) = PatchRange::of(&state.patches) else { return 0 };
+    let Some(_writable) = range.make_writable() else { return 0 };
+    // A thread can only be at a patched stub's first byte (about to take
+    // the jump) or inside the trampolines, never in the middle of the
+    // 8 bytes: putting the original back needs no thread stopped.
+    state.patches.iter().filter(|p| p.store(p.patched, p.original)).count() as u32
 }
 
 /// Allocates `size` read-write bytes within ±2 GiB of `near` (a `jmp rel32`
@@ -575,5 +810,6 @@ fn attach_to_shared_mapping() {
     let result = attach_with(ring.as_ptr() as *const u64, ring.len(), &config);
     let names = STATE.get().map(|s| s.names.as_slice()).unwrap_or(&[]);
     let names = if result >= 0 { names } else { &[] };
-    mapping::publish_names(region, &layout, names.iter().map(String::as_str), result);
+    let detach = winstrace_agent_detach as extern "system" fn(*mut c_void) -> u32 as usize as u64;
+    mapping::publish_names(region, &layout, names.iter().map(String::as_str), result, detach);
 }

@@ -298,21 +298,16 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     std::process::exit(code as i32)
 }
 
-/// `--engine inject`: launch only, no -f, no -y yet.
+/// `--engine inject`: launch or attach; no -f yet.
 #[cfg(windows)]
 fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
-    if cli.attach.is_some() {
-        return Err("--engine inject cannot attach (-p): it only launches programs".into());
-    }
+    use winstrace_engine_inject as engine;
     if cli.follow > 0 {
-        return Err("--engine inject cannot follow children (-f) yet".into());
+        return Err("--engine inject cannot follow children (-f) yet; use --engine debug".into());
     }
-    if cli.handle_names {
-        return Err("--engine inject does not name handles (-y) yet; use --engine debug".into());
-    }
-    let Some(program) = &cli.program else { unreachable!("clap requires PROGRAM unless -p is given") };
     let mut sink = build_sink(cli)?;
-    let options = winstrace_engine_inject::Options {
+    winstrace_engine_debug::install_ctrl_c_handler();
+    let options = engine::Options {
         agent_dll: agent_dll::write_out()?,
         decode: winstrace_decode::DecodeOptions {
             string_limit: cli.string_limit,
@@ -320,17 +315,26 @@ fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
         },
         trace: trace_set(cli)?,
         status: status_filter(cli),
+        handle_names: cli.handle_names,
+        detach_requested: Some(winstrace_engine_debug::live::detach_requested),
     };
-    let outcome = winstrace_engine_inject::trace(program, &cli.args, &options, sink.as_mut())
-        .map_err(|e| e.to_string())?;
+    let outcome = match (&cli.attach, &cli.program) {
+        (Some(spec), _) => engine::attach(target::resolve_pid(spec)?, &options, sink.as_mut()),
+        (None, Some(program)) => engine::trace(program, &cli.args, &options, sink.as_mut()),
+        (None, None) => unreachable!("clap requires PROGRAM unless -p is given"),
+    }
+    .map_err(|e| e.to_string())?;
     if cli.stats {
         eprintln!(
             "winstrace: {} calls, {} functions hooked, {} records lost",
             outcome.calls, outcome.hooked_functions, outcome.lost_records
         );
     }
+    if outcome.lost_records > 0 {
+        eprintln!("winstrace: {} calls were not recorded (the ring lost them)", outcome.lost_records);
+    }
     drop(sink);
-    std::process::exit(outcome.exit_code as i32)
+    std::process::exit(outcome.exit_code.unwrap_or(0) as i32)
 }
 
 #[cfg(not(windows))]

@@ -57,15 +57,25 @@ fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 #[test]
-fn sigint_detaches_from_an_attached_process_which_then_finishes() {
+fn sigint_detaches_the_debugger_engine_from_an_attached_process_which_then_finishes() {
+    sigint_detaches("debug");
+}
+
+#[test]
+fn sigint_detaches_the_in_process_engine_from_an_attached_process_which_then_finishes() {
+    sigint_detaches("inject");
+}
+
+fn sigint_detaches(engine: &str) {
     let bin = windows_bin();
-    let dir = std::env::temp_dir().join(format!("wst-ctrlc-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("wst-ctrlc-{engine}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = |name: &str| dir.join(name);
 
     // The target sleeps in 10 ms steps for 12 s (room for a slow attach), then makes 25 probe calls and
     // prints a line. Its image name is unique to this test run.
-    let target_exe = dir.join("wst-ctrlc-target.exe");
+    let image = format!("wst-ctrlc-{engine}.exe");
+    let target_exe = dir.join(&image);
     std::fs::copy(bin.join("wst-testprog.exe"), &target_exe).unwrap();
     let mut target =
         wine(&target_exe, &["wait-then-loop", "12000", "25"], &file("target.out"), &file("target.err"));
@@ -75,7 +85,7 @@ fn sigint_detaches_from_an_attached_process_which_then_finishes() {
     let trace_arg = trace.to_str().unwrap().to_string();
     let mut tracer = wine(
         &bin.join("winstrace.exe"),
-        &["-o", &format!("Z:{}", trace_arg.replace('/', "\\")), "-p", "WST-CTRLC-TARGET"],
+        &["--engine", engine, "-o", &format!("Z:{}", trace_arg.replace('/', "\\")), "-p", &image],
         &file("tracer.out"),
         &file("tracer.err"),
     );
@@ -101,7 +111,7 @@ fn sigint_detaches_from_an_attached_process_which_then_finishes() {
     assert_eq!(tracer_code, 0, "{tracer_err}");
     let lines: Vec<&str> = trace_text.lines().collect();
     assert!(lines[0].starts_with("--- attached to process "), "{}", lines[0]);
-    assert!(lines[0].contains("wst-ctrlc-target.exe"), "{}", lines[0]);
+    assert!(lines[0].contains(&image), "{}", lines[0]);
     let last = *lines.last().unwrap();
     assert!(
         last == "+++ detached +++" || last.ends_with("] +++ detached +++"),

@@ -146,6 +146,13 @@ fn first_call_line(run: &Run) -> &str {
 
 #[test]
 fn time_of_day_prefixes() {
+    for engine in ENGINES {
+        time_of_day(engine);
+    }
+}
+
+fn time_of_day(engine: &str) {
+    let winstrace = |args: &[&str]| winstrace_on(engine, args);
     let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
     let run = winstrace(&["-t", TESTPROG, "loop", "1"]);
     let stamp = first_call_line(&run).split(' ').next().unwrap();
@@ -171,7 +178,13 @@ fn time_of_day_prefixes() {
 
 #[test]
 fn relative_times_and_durations() {
-    let run = winstrace(&["-r", "-T", TESTPROG, "loop", "3"]);
+    for engine in ENGINES {
+        let run = winstrace_on(engine, &["-r", "-T", TESTPROG, "loop", "3"]);
+        relative_times(&run);
+    }
+}
+
+fn relative_times(run: &Run) {
     let calls: Vec<&str> = run.trace.lines().filter(|l| l.contains("NtQueryAttributesFile(")).collect();
     assert!(calls.len() >= 3);
     for line in &calls {

@@ -8,10 +8,25 @@ use support::*;
 
 #[test]
 fn files_show_their_dos_path_from_creation_to_close() {
+    for engine in ["debug", "inject"] {
+        files_show_their_dos_path(engine);
+    }
+}
+
+fn files_show_their_dos_path(engine: &str) {
     let path = temp_path("named.txt");
     let path = path.to_str().unwrap();
-    let run =
-        winstrace(&["-y", "-e", "trace=NtCreateFile,NtWriteFile,NtClose", TESTPROG, "file", path, "hey"]);
+    let run = winstrace(&[
+        "--engine",
+        engine,
+        "-y",
+        "-e",
+        "trace=NtCreateFile,NtWriteFile,NtClose",
+        TESTPROG,
+        "file",
+        path,
+        "hey",
+    ]);
     let _ = std::fs::remove_file(path);
     let named = format!("<{path}>");
     let create = run.calls("NtCreateFile").into_iter().find(|l| l.contains(&named)).expect("the create");
@@ -26,10 +41,18 @@ fn files_show_their_dos_path_from_creation_to_close() {
 
 #[test]
 fn registry_keys_show_hkcu_paths_even_for_handles_opened_before_tracing() {
-    let key = format!("Software\\wst-y-{}", std::process::id());
+    for engine in ["debug", "inject"] {
+        registry_keys_show_hkcu_paths(engine);
+    }
+}
+
+fn registry_keys_show_hkcu_paths(engine: &str) {
+    let key = format!("Software\\wst-y-{engine}-{}", std::process::id());
     // NtOpenKey is not traced: the HKCU root handle the program opened at
     // start-up was never seen created, and is looked up.
     let run = winstrace(&[
+        "--engine",
+        engine,
         "-y",
         "-e",
         "trace=NtCreateKey,NtSetValueKey",

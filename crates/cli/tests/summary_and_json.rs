@@ -27,8 +27,14 @@ fn probe_row(table: &str) -> (u64, u64) {
 
 #[test]
 fn dash_c_counts_calls_and_errors_per_function() {
-    let base = winstrace(&["-c", TESTPROG, "loop", "0"]);
-    let run = winstrace(&["-c", TESTPROG, "loop", "25"]);
+    for engine in ENGINES {
+        dash_c_counts(engine);
+    }
+}
+
+fn dash_c_counts(engine: &str) {
+    let base = winstrace_on(engine, &["-c", TESTPROG, "loop", "0"]);
+    let run = winstrace_on(engine, &["-c", TESTPROG, "loop", "25"]);
     assert_eq!(run.stdout, "loop done 25\n");
     assert!(!run.trace.contains("NtQueryAttributesFile("), "-c prints no trace");
     let (calls0, errors0) = probe_row(&base.trace);
@@ -45,6 +51,13 @@ fn dash_c_counts_calls_and_errors_per_function() {
 
 #[test]
 fn dash_capital_c_prints_trace_and_summary_and_dash_s_sorts() {
+    for engine in ENGINES {
+        dash_capital_c(engine);
+    }
+}
+
+fn dash_capital_c(engine: &str) {
+    let winstrace = |args: &[&str]| winstrace_on(engine, args);
     let run = winstrace(&["-C", "-S", "calls", TESTPROG, "loop", "5"]);
     let header = run.trace.find("% time").expect("the summary follows the trace");
     assert!(run.trace[..header].contains("NtQueryAttributesFile("));
@@ -66,6 +79,40 @@ fn schema() -> (boon::Schemas, boon::SchemaIndex) {
     compiler.add_resource("schema.json", serde_json::from_str(text).unwrap()).unwrap();
     let index = compiler.compile("schema.json", &mut schemas).unwrap();
     (schemas, index)
+}
+
+/// Parses JSON Lines output and checks each line against the schema.
+fn validated(trace: &str) -> Vec<serde_json::Value> {
+    let (schemas, index) = schema();
+    trace
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            if let Err(e) = schemas.validate(&v, index) {
+                panic!("schema violation: {e}\n{l}");
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn json_lines_of_the_in_process_engine_match_the_schema() {
+    let run = winstrace_on("inject", &["--json", TESTPROG, "loop", "3"]);
+    assert_eq!(run.stdout, "loop done 3\n");
+    let events = validated(&run.trace);
+    assert_eq!(events[0]["type"], "header");
+    let of_type = |t: &'static str| events.iter().filter(move |e| e["type"] == t);
+    assert_eq!(of_type("process_start").count(), 1);
+    assert_eq!(of_type("process_exit").map(|e| e["code"].clone()).collect::<Vec<_>>(), vec![0]);
+    let probes: Vec<_> = of_type("call").filter(|e| e["function"] == "NtQueryAttributesFile").collect();
+    assert_eq!(probes.len(), 3, "{}", run.trace);
+    for probe in probes {
+        assert_eq!(probe["status"], "STATUS_OBJECT_NAME_NOT_FOUND");
+        assert!(probe["duration"].as_f64().unwrap() >= 0.0);
+        let name = &probe["args"][0];
+        assert!(name.to_string().contains("wst-loop-probe.txt"), "{probe}");
+    }
 }
 
 #[test]

@@ -37,6 +37,12 @@ pub struct HandleNamer {
     cache: HashMap<(u32, u64), Option<String>>,
 }
 
+impl Default for HandleNamer {
+    fn default() -> HandleNamer {
+        HandleNamer::new()
+    }
+}
+
 impl HandleNamer {
     pub fn new() -> HandleNamer {
         HandleNamer { user_sid: current_user_sid(), cache: HashMap::new() }
@@ -50,6 +56,11 @@ impl HandleNamer {
         let name = lookup(process, handle, self.user_sid.clone());
         self.cache.insert((pid, handle), name.clone());
         name
+    }
+
+    /// The tracer's user SID (its hive is shown as HKCU).
+    pub fn user_sid(&self) -> Option<&str> {
+        self.user_sid.as_deref()
     }
 
     /// Drops what is known of a handle value (closed, or reused).

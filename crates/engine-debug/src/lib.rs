@@ -19,6 +19,14 @@ mod windows;
 #[cfg(windows)]
 pub use windows::{install_ctrl_c_handler, list_processes, trace};
 
+/// Helpers over a live process that the in-process engine shares with
+/// this one: Ctrl-C, a process's image and command line, and `-y`.
+#[cfg(windows)]
+pub mod live {
+    pub use crate::handles::HandleNamer;
+    pub use crate::windows::{detach_requested, process_identity};
+}
+
 /// What to trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

@@ -58,6 +58,12 @@ unsafe extern "system" fn on_console_ctrl(_ctrl_type: u32) -> i32 {
     1
 }
 
+/// Whether Ctrl-C (or Ctrl-Break) asked to detach, once
+/// [`install_ctrl_c_handler`] is in place.
+pub fn detach_requested() -> bool {
+    DETACH_REQUESTED.load(Ordering::SeqCst)
+}
+
 /// Makes Ctrl-C (and Ctrl-Break) detach from the target instead of killing
 /// winstrace with its traps still in place.
 pub fn install_ctrl_c_handler() {
@@ -634,9 +640,7 @@ impl Engine<'_> {
     fn name_handles(&mut self, pid: u32, call: &mut Call) {
         let Some(namer) = self.handle_names.as_mut() else { return };
         let Some(process) = self.processes.get(&pid).map(|p| p.handle) else { return };
-        for arg in &mut call.args {
-            name_handles_in(namer, process, pid, &mut arg.value, false);
-        }
+        name_call_handles(namer, process, pid, call);
     }
 
     /// Reports, as `<unfinished ...>`, every traced call in flight that is
@@ -759,6 +763,15 @@ impl Engine<'_> {
     }
 }
 
+/// `-y` for one call of process `pid` (`process`: a handle to it with
+/// PROCESS_DUP_HANDLE access): each handle in the arguments, and in the
+/// structures they point to, gets its name.
+fn name_call_handles(namer: &mut HandleNamer, process: HANDLE, pid: u32, call: &mut Call) {
+    for arg in &mut call.args {
+        name_handles_in(namer, process, pid, &mut arg.value, false);
+    }
+}
+
 /// Names the handles inside `value`. `fresh`: the value was just handed out
 /// by the call (an out `[0x24]`), so what was known of that handle value
 /// belongs to a closed handle and is forgotten first.
@@ -848,7 +861,12 @@ fn mapped_file_path(process: HANDLE, base: u64) -> Option<String> {
 }
 
 /// Image path and command line from the target's process parameters.
-fn process_identity(process: HANDLE) -> (String, String) {
+/// A process's image path and command line, read from its PEB (empty
+/// strings when they cannot be read).
+// A HANDLE is an opaque kernel handle: it is passed to system calls, never
+// dereferenced.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
+pub fn process_identity(process: HANDLE) -> (String, String) {
     let mem = LiveMemory { process };
     let read = || -> Option<(String, String)> {
         // SAFETY: PROCESS_BASIC_INFORMATION is plain data of the size passed.
@@ -992,7 +1010,7 @@ fn allocate_near(process: HANDLE, near: u64, size: usize) -> Result<u64, EngineE
         let start = info.BaseAddress as u64;
         let end = start + info.RegionSize as u64;
         if info.State == MEM_FREE {
-            let aligned = (start + GRANULE - 1) / GRANULE * GRANULE;
+            let aligned = start.div_ceil(GRANULE) * GRANULE;
             if aligned + size as u64 <= end {
                 let got = alloc(aligned);
                 if got != 0 {

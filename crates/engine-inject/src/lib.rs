@@ -18,8 +18,13 @@
 //! runs over the live process. `-e trace=` is applied in the agent: a
 //! function filtered out is not hooked.
 //!
-//! Not done yet: attaching to a running process, following children,
-//! `-y`, detaching on Ctrl-C.
+//! [`attach`] injects the agent into a running process with a remote
+//! thread that loads it; on Ctrl-C the tracer runs the agent's detach
+//! routine in the target (the stubs are put back, the trampolines stay for
+//! calls still in flight), reads what is left in the ring and leaves the
+//! process running.
+//!
+//! Not done yet: following children (`-f`).
 //!
 //! [`call_from_record`] and the errors are platform-independent; the
 //! Windows half is `windows.rs`.
@@ -34,10 +39,11 @@ use winstrace_decode::capture::CapturedMemory;
 use winstrace_decode::DecodeOptions;
 use winstrace_filter::{StatusFilter, TraceSet};
 
+pub mod handles;
 #[cfg(all(windows, target_arch = "x86_64"))]
 mod windows;
 #[cfg(all(windows, target_arch = "x86_64"))]
-pub use windows::trace;
+pub use windows::{attach, trace};
 
 /// Data area of the ring, bytes (about 23,000 records).
 pub const RING_CAPACITY: u64 = 4 << 20;
@@ -56,6 +62,10 @@ pub struct Options {
     pub trace: TraceSet,
     /// Which calls are shown by their status (`-z`, `-Z`).
     pub status: StatusFilter,
+    /// `-y`: name the handles in the arguments.
+    pub handle_names: bool,
+    /// Polled while tracing: true asks to detach (Ctrl-C).
+    pub detach_requested: Option<fn() -> bool>,
 }
 
 /// The functions to hook among `available` (the Nt* stubs of ntdll), or
@@ -76,8 +86,9 @@ pub fn functions_to_hook<'a>(
 /// How tracing ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
-    /// The target's exit code.
-    pub exit_code: u32,
+    /// The target's exit code; `None` when winstrace detached and the
+    /// target runs on.
+    pub exit_code: Option<u32>,
     /// Calls reported.
     pub calls: u64,
     /// Functions the agent hooked.

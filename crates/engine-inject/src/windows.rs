@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use std::io;
 use std::os::windows::io::AsRawHandle;
 use std::os::windows::process::CommandExt;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -30,8 +30,10 @@ use windows_sys::Win32::System::Memory::{
     MEMORY_MAPPED_VIEW_ADDRESS, MEM_COMMIT, MEM_RESERVE, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, GetExitCodeProcess, OpenProcessToken, OpenThread, QueueUserAPC, ResumeThread,
-    TerminateProcess, WaitForSingleObject, CREATE_SUSPENDED, THREAD_SET_CONTEXT, THREAD_SUSPEND_RESUME,
+    CreateRemoteThread, GetCurrentProcess, GetExitCodeProcess, OpenProcess, OpenProcessToken, OpenThread,
+    QueueUserAPC, ResumeThread, TerminateProcess, WaitForSingleObject, CREATE_SUSPENDED,
+    PROCESS_CREATE_THREAD, PROCESS_DUP_HANDLE, PROCESS_QUERY_INFORMATION, PROCESS_SYNCHRONIZE,
+    PROCESS_VM_OPERATION, PROCESS_VM_READ, PROCESS_VM_WRITE, THREAD_SET_CONTEXT, THREAD_SUSPEND_RESUME,
 };
 use winstrace_agent::mapping::{self, AgentState, Layout};
 use winstrace_agent::record::{CallRecord, RECORD_KIND_CALL};
@@ -40,10 +42,14 @@ use winstrace_core::event::{CallResult, Event, EventKind, EventSink, ProcessStar
 use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_ring::Ring;
 
+use crate::handles::HandleTracker;
 use crate::{call_from_record, functions_to_hook, Error, Options, Outcome, NAMES_BYTES, RING_CAPACITY};
 
 /// How long the loop sleeps on the target's handle when the ring is empty.
 const POLL_MS: u32 = 5;
+/// How long a detach may take in the target before the tracer gives up
+/// waiting (the agent only restores 8 bytes per stub).
+const DETACH_WAIT_MS: u32 = 10_000;
 
 /// An owned kernel handle.
 struct Handle(HANDLE);
@@ -211,9 +217,8 @@ fn main_thread(pid: u32) -> Result<Handle, Error> {
     Err(Error::Os { what: format!("finding the main thread of process {pid}"), code: 0 })
 }
 
-/// Writes the agent's path into the target and queues an APC to
-/// `LoadLibraryW` on its suspended main thread.
-fn queue_injection(process: HANDLE, thread: &Handle, dll: &std::path::Path) -> Result<(), Error> {
+/// Writes the agent's path into the target; returns its address there.
+fn write_remote_path(process: HANDLE, dll: &std::path::Path) -> Result<*mut c_void, Error> {
     let path = wide(&dll.display().to_string());
     let bytes = path.len() * 2;
     // SAFETY: allocates in the target; left there (a few hundred bytes).
@@ -230,12 +235,25 @@ fn queue_injection(process: HANDLE, thread: &Handle, dll: &std::path::Path) -> R
     {
         return Err(last_error("WriteProcessMemory"));
     }
+    Ok(remote)
+}
+
+/// `LoadLibraryW`'s address, the same in the target as here: kernel32 is a
+/// system DLL, mapped at one address in every process of a session.
+fn load_library_address() -> Result<unsafe extern "system" fn() -> isize, Error> {
     let kernel32 = wide("kernel32.dll");
     // SAFETY: NUL-terminated names; kernel32 is loaded in every process and,
     // being a system DLL, at the same address in the target as here.
     let load_library =
         unsafe { GetProcAddress(GetModuleHandleW(kernel32.as_ptr()), c"LoadLibraryW".as_ptr() as *const u8) };
-    let Some(load_library) = load_library else { return Err(last_error("GetProcAddress(LoadLibraryW)")) };
+    load_library.ok_or_else(|| last_error("GetProcAddress(LoadLibraryW)"))
+}
+
+/// Writes the agent's path into the target and queues an APC to
+/// `LoadLibraryW` on its suspended main thread.
+fn queue_injection(process: HANDLE, thread: &Handle, dll: &std::path::Path) -> Result<(), Error> {
+    let remote = write_remote_path(process, dll)?;
+    let load_library = load_library_address()?;
     // SAFETY: LoadLibraryW takes one pointer-sized argument, as an APC
     // routine does (its return value in RAX is ignored on x64).
     let apc = unsafe {
@@ -299,17 +317,15 @@ fn read_tsc() -> u64 {
 }
 
 /// Launches `program` with `args`, injects the agent and reports every
-/// call it records until the process exits. Returns its exit code.
+/// call it records until the process exits (or, on Ctrl-C, until the
+/// agent is detached).
 pub fn trace(
     program: &str,
     args: &[String],
     options: &Options,
     sink: &mut dyn EventSink,
 ) -> Result<Outcome, Error> {
-    let dll = options.agent_dll.clone();
-    if !dll.is_file() {
-        return Err(Error::AgentNotFound { path: dll.display().to_string() });
-    }
+    check_agent(options)?;
     // std's Command resolves the program on PATH and quotes the arguments;
     // CREATE_SUSPENDED keeps the main thread from running any code until
     // the mapping exists and the injection is queued.
@@ -323,52 +339,145 @@ pub fn trace(
                 },
             }
         })?;
-    let result = trace_child(&child, program, args, &dll, options, sink);
+    let pid = child.id();
+    let process = child.as_raw_handle() as HANDLE;
+    let result = (|| {
+        let shared = Shared::create(pid, options)?;
+        let thread = main_thread(pid)?;
+        queue_injection(process, &thread, &options.agent_dll)?;
+        let command_line =
+            std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+        emit(
+            sink,
+            pid,
+            0,
+            EventKind::ProcessStart(ProcessStart {
+                image: program.to_string(),
+                command_line,
+                attached: false,
+            }),
+        );
+        // SAFETY: resumes the thread we created suspended.
+        if unsafe { ResumeThread(thread.0) } == u32::MAX {
+            return Err(last_error("ResumeThread"));
+        }
+        drop(thread);
+        follow(pid, process, &shared, options, sink)
+    })();
     if result.is_err() {
         // SAFETY: our own child's handle, still open (`child` owns it).
-        unsafe { TerminateProcess(child.as_raw_handle() as HANDLE, 1) };
+        unsafe { TerminateProcess(process, 1) };
     }
+    drop(child);
     let _ = sink.finish();
     result
 }
 
-fn trace_child(
-    child: &Child,
-    program: &str,
-    args: &[String],
-    dll: &std::path::Path,
+/// Attaches to the running process `pid`: injects the agent with a remote
+/// thread that loads it (the agent stops the process's other threads while
+/// it patches the stubs) and reports every call until the process exits or,
+/// on Ctrl-C, the agent is detached and the process runs on.
+pub fn attach(pid: u32, options: &Options, sink: &mut dyn EventSink) -> Result<Outcome, Error> {
+    check_agent(options)?;
+    let access = PROCESS_CREATE_THREAD
+        | PROCESS_QUERY_INFORMATION
+        | PROCESS_VM_OPERATION
+        | PROCESS_VM_READ
+        | PROCESS_VM_WRITE
+        | PROCESS_DUP_HANDLE
+        | PROCESS_SYNCHRONIZE;
+    // SAFETY: plain call; the handle is closed by `Handle`.
+    let process = unsafe { OpenProcess(access, 0, pid) };
+    if process.is_null() {
+        return Err(last_error(&format!("opening process {pid}")));
+    }
+    let process = Handle(process);
+    let shared = Shared::create(pid, options)?;
+    let remote = write_remote_path(process.0, &options.agent_dll)?;
+    let load_library = load_library_address()?;
+    // SAFETY: LoadLibraryW takes one pointer-sized argument and returns a
+    // pointer-sized value, as a thread routine does (its exit code is cut
+    // to 32 bits, which nothing reads).
+    let routine = unsafe {
+        std::mem::transmute::<
+            unsafe extern "system" fn() -> isize,
+            unsafe extern "system" fn(*mut c_void) -> u32,
+        >(load_library)
+    };
+    let (image, command_line) = winstrace_engine_debug::live::process_identity(process.0);
+    emit(sink, pid, 0, EventKind::ProcessStart(ProcessStart { image, command_line, attached: true }));
+    let loader = remote_thread(process.0, routine, remote)?;
+    drop(loader);
+    let result = follow(pid, process.0, &shared, options, sink);
+    let _ = sink.finish();
+    result
+}
+
+fn check_agent(options: &Options) -> Result<(), Error> {
+    if options.agent_dll.is_file() {
+        Ok(())
+    } else {
+        Err(Error::AgentNotFound { path: options.agent_dll.display().to_string() })
+    }
+}
+
+/// Starts `routine(parameter)` on a new thread of `process`.
+fn remote_thread(
+    process: HANDLE,
+    routine: unsafe extern "system" fn(*mut c_void) -> u32,
+    parameter: *mut c_void,
+) -> Result<Handle, Error> {
+    // SAFETY: `routine` is code in the target taking one pointer argument;
+    // the thread handle is closed by `Handle`.
+    let thread = unsafe {
+        CreateRemoteThread(process, std::ptr::null(), 0, Some(routine), parameter, 0, std::ptr::null_mut())
+    };
+    if thread.is_null() {
+        return Err(last_error("CreateRemoteThread"));
+    }
+    Ok(Handle(thread))
+}
+
+fn emit(sink: &mut dyn EventSink, pid: u32, tid: u32, kind: EventKind) {
+    let _ = sink.event(&Event { pid, tid, time: SystemTime::now(), kind });
+}
+
+/// The tracer's side of the shared mapping: the section, its view, and the
+/// layout and ring in it.
+struct Shared {
+    _section: Handle,
+    view: View,
+    layout: Layout,
+}
+
+impl Shared {
+    /// Creates the mapping of process `pid` with the ring and the agent's
+    /// config in it.
+    fn create(pid: u32, options: &Options) -> Result<Shared, Error> {
+        let ring_words = Ring::region_words(RING_CAPACITY).expect("a 4 MiB ring fits in usize");
+        let config = agent_config(options)?;
+        let layout = Layout::for_config(ring_words, NAMES_BYTES, &config);
+        let (section, view) = create_mapping(pid, layout.total_words())?;
+        let region = view.words();
+        let ring = Ring::init(layout.ring(region), RING_CAPACITY).map_err(|e| Error::Ring(e.to_string()))?;
+        ring.set_consumer_alive(true);
+        layout.write_header(region, &config);
+        Ok(Shared { _section: section, view, layout })
+    }
+}
+
+/// Reads the records of process `pid` until it exits or a detach is
+/// requested, and reports them.
+fn follow(
+    pid: u32,
+    process: HANDLE,
+    shared: &Shared,
     options: &Options,
     sink: &mut dyn EventSink,
 ) -> Result<Outcome, Error> {
-    let pid = child.id();
-    let process = child.as_raw_handle() as HANDLE;
-    let ring_words = Ring::region_words(RING_CAPACITY).expect("a 4 MiB ring fits in usize");
-    let config = agent_config(options)?;
-    let layout = Layout::for_config(ring_words, NAMES_BYTES, &config);
-    let (_section, view) = create_mapping(pid, layout.total_words())?;
-    let region = view.words();
-    let ring = Ring::init(layout.ring(region), RING_CAPACITY).map_err(|e| Error::Ring(e.to_string()))?;
-    ring.set_consumer_alive(true);
-    layout.write_header(region, &config);
-    let thread = main_thread(pid)?;
-    queue_injection(process, &thread, dll)?;
-
-    let command_line =
-        std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
-    let emit = |sink: &mut dyn EventSink, tid: u32, kind: EventKind| {
-        let _ = sink.event(&Event { pid, tid, time: SystemTime::now(), kind });
-    };
-    emit(
-        sink,
-        0,
-        EventKind::ProcessStart(ProcessStart { image: program.to_string(), command_line, attached: false }),
-    );
-    // SAFETY: resumes the thread we created suspended.
-    if unsafe { ResumeThread(thread.0) } == u32::MAX {
-        return Err(last_error("ResumeThread"));
-    }
-    drop(thread);
-
+    let region = shared.view.words();
+    let layout = &shared.layout;
+    let ring = Ring::attach(layout.ring(region)).map_err(|e| Error::Ring(e.to_string()))?;
     let (tsc0, instant0) = (read_tsc(), Instant::now());
     let tsc_rate = || {
         let seconds = instant0.elapsed().as_secs_f64();
@@ -376,12 +485,23 @@ fn trace_child(
     };
     let mut reader = ring.reader().map_err(|e| Error::Ring(e.to_string()))?;
     let mut names: Option<Vec<Arc<str>>> = None;
+    // -y: names learned from the calls, else looked up in the target.
+    let mut namer = options
+        .handle_names
+        .then(|| (HandleTracker::new(), winstrace_engine_debug::live::HandleNamer::new()));
     let mut calls = 0u64;
+    let detach_requested = || options.detach_requested.is_some_and(|requested| requested());
+    let outcome = |calls, names: Option<&Vec<Arc<str>>>, exit_code| Outcome {
+        exit_code,
+        calls,
+        hooked_functions: names.map_or(0, |n| n.len() as u64),
+        lost_records: ring.lost_records(),
+    };
     loop {
-        // SAFETY: our child's handle; a zero timeout only polls.
+        // SAFETY: a process handle; a zero timeout only polls.
         let exited = unsafe { WaitForSingleObject(process, 0) } == WAIT_OBJECT_0;
         if names.is_none() {
-            match mapping::read_agent_state(region, &layout) {
+            match mapping::read_agent_state(region, layout) {
                 AgentState::Attached(list) => names = Some(list.into_iter().map(Arc::from).collect()),
                 AgentState::Failed(code) => return Err(Error::AgentFailed { code }),
                 AgentState::Invalid => return Err(Error::Ring("the agent's name table is invalid".into())),
@@ -396,7 +516,26 @@ fn trace_child(
                 }
             }
         }
-        let names = names.as_deref().unwrap_or(&[]);
+        let detaching = !exited && detach_requested();
+        if detaching {
+            // The agent puts the stubs back and stops recording; what it
+            // recorded before is still in the ring, read below.
+            let routine = mapping::detach_routine(region);
+            if routine != 0 {
+                // SAFETY: the agent published the address of its detach
+                // routine (`extern "system" fn(*mut c_void) -> u32`) in its
+                // own process; at worst a hostile target runs its own code.
+                let routine = unsafe {
+                    std::mem::transmute::<usize, unsafe extern "system" fn(*mut c_void) -> u32>(
+                        routine as usize,
+                    )
+                };
+                let thread = remote_thread(process, routine, std::ptr::null_mut())?;
+                // SAFETY: our thread handle; a bounded wait.
+                unsafe { WaitForSingleObject(thread.0, DETACH_WAIT_MS) };
+            }
+        }
+        let names_now = names.as_deref().unwrap_or(&[]);
         let rate = tsc_rate();
         let mut read_any = false;
         while let Some(rec) = reader.next().map_err(|e| Error::Ring(e.to_string()))? {
@@ -406,14 +545,28 @@ fn trace_child(
             }
             let Ok(record) = CallRecord::decode(rec.payload) else { continue };
             calls += 1;
-            let call = call_from_record(&record, rec.payload, names, calls, rate, &options.decode);
+            let mut call = call_from_record(&record, rec.payload, names_now, calls, rate, &options.decode);
             let result = match call.result {
                 CallResult::Returned(status) => Some(status),
                 _ => None,
             };
-            if options.status.shows(result) {
-                emit(sink, record.thread_id, EventKind::Call(call));
+            if !options.status.shows(result) {
+                continue;
             }
+            if let Some((tracker, lookups)) = namer.as_mut() {
+                let user_sid = lookups.user_sid().map(str::to_string);
+                let mut lookup = |handle: u64| {
+                    lookups.forget(pid, handle);
+                    lookups.name(process, pid, handle)
+                };
+                tracker.name_call(&mut call, user_sid.as_deref(), &mut lookup);
+            }
+            emit(sink, pid, record.thread_id, EventKind::Call(call));
+        }
+        if detaching {
+            ring.set_consumer_alive(false);
+            emit(sink, pid, 0, EventKind::Detached);
+            return Ok(outcome(calls, names.as_ref(), None));
         }
         if exited {
             // Everything the process published is read (a record it
@@ -427,15 +580,10 @@ fn trace_child(
     }
     ring.set_consumer_alive(false);
     let mut code = 0u32;
-    // SAFETY: our child's handle; it has exited.
+    // SAFETY: a process handle; the process has exited.
     if unsafe { GetExitCodeProcess(process, &mut code) } == 0 {
         return Err(last_error("GetExitCodeProcess"));
     }
-    emit(sink, 0, EventKind::ProcessExit { code });
-    Ok(Outcome {
-        exit_code: code,
-        calls,
-        hooked_functions: names.map_or(0, |n| n.len() as u64),
-        lost_records: ring.lost_records(),
-    })
+    emit(sink, pid, 0, EventKind::ProcessExit { code });
+    Ok(outcome(calls, names.as_ref(), Some(code)))
 }

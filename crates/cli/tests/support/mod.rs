@@ -126,6 +126,16 @@ pub fn winstrace(args: &[&str]) -> Run {
     }
 }
 
+/// Both engines, for tests that must hold for each.
+pub const ENGINES: [&str; 2] = ["debug", "inject"];
+
+/// [`winstrace`] with `--engine engine` first.
+pub fn winstrace_on(engine: &str, args: &[&str]) -> Run {
+    let mut all = vec!["--engine", engine];
+    all.extend_from_slice(args);
+    winstrace(&all)
+}
+
 /// Runs winstrace on the test program with `args`.
 pub fn trace_testprog(args: &[&str]) -> Run {
     let mut all = vec![TESTPROG];
