@@ -283,12 +283,13 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     if cli.stats {
         let s = outcome.stats;
         eprintln!(
-            "winstrace: {} debug events for {} calls ({:.3} per call), {} functions hooked, {} without a signature",
+            "winstrace: {} debug events for {} calls ({:.3} per call), {} functions hooked, {} without a signature, peak memory {}",
             s.debug_events,
             s.calls,
             s.events_per_call(),
             s.hooked_functions,
-            s.functions_without_signature
+            s.functions_without_signature,
+            peak_memory()
         );
     }
     // Windows exit codes are 32-bit; ExitCode only carries 8 bits, so exit
@@ -296,6 +297,23 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     let code = outcome.exit_code.unwrap_or(0);
     drop(sink);
     std::process::exit(code as i32)
+}
+
+/// winstrace's own peak working set, for `--stats`.
+#[cfg(windows)]
+fn peak_memory() -> String {
+    use windows_sys::Win32::System::ProcessStatus::{K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS};
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    // SAFETY: PROCESS_MEMORY_COUNTERS is plain data; cb is set to its size.
+    let counters = unsafe {
+        let mut c: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
+        c.cb = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
+        (K32GetProcessMemoryInfo(GetCurrentProcess(), &mut c, c.cb) != 0).then_some(c)
+    };
+    match counters {
+        Some(c) => format!("{:.1} MiB", c.PeakWorkingSetSize as f64 / (1 << 20) as f64),
+        None => "unknown".into(),
+    }
 }
 
 /// `--engine inject`: launch or attach; no -f yet.
@@ -326,8 +344,11 @@ fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
     .map_err(|e| e.to_string())?;
     if cli.stats {
         eprintln!(
-            "winstrace: {} calls, {} functions hooked, {} records lost",
-            outcome.calls, outcome.hooked_functions, outcome.lost_records
+            "winstrace: {} calls, {} functions hooked, {} records lost, peak memory {}",
+            outcome.calls,
+            outcome.hooked_functions,
+            outcome.lost_records,
+            peak_memory()
         );
     }
     if outcome.lost_records > 0 {

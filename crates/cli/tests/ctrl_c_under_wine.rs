@@ -19,11 +19,18 @@ fn windows_bin() -> PathBuf {
 }
 
 fn wine(exe: &Path, args: &[&str], stdout: &Path, stderr: &Path) -> Child {
+    use std::os::unix::process::CommandExt;
     // The project's runner picks its Wine prefix (with the ProcessPrng shim).
     // Output goes to files: wineserver may hold pipes open after exit.
     Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/wine-runner"))
         .arg(exe)
         .args(args)
+        // Each in a process group of its own, as a program attached to
+        // with -p runs apart from the terminal winstrace runs in: a SIGINT
+        // that reaches a whole group (as a terminal's Ctrl-C does) must
+        // not reach the target too. (Seen once in CI: the target died of
+        // a SIGINT meant for winstrace.)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(stdout).unwrap())
         .stderr(std::fs::File::create(stderr).unwrap())

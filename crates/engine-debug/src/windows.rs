@@ -18,12 +18,11 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::Storage::FileSystem::{GetFinalPathNameByHandleW, VOLUME_NAME_DOS};
 use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
 use windows_sys::Win32::System::Diagnostics::Debug::{
-    ContinueDebugEvent, DebugActiveProcess, DebugActiveProcessStop, DebugBreakProcess,
-    DebugSetProcessKillOnExit, FlushInstructionCache, GetThreadContext, ReadProcessMemory, SetThreadContext,
-    WaitForDebugEvent, WriteProcessMemory, CONTEXT, CONTEXT_CONTROL_AMD64, CONTEXT_INTEGER_AMD64,
-    CREATE_PROCESS_DEBUG_EVENT, CREATE_THREAD_DEBUG_EVENT, DEBUG_EVENT, EXCEPTION_DEBUG_EVENT,
-    EXIT_PROCESS_DEBUG_EVENT, EXIT_THREAD_DEBUG_EVENT, LOAD_DLL_DEBUG_EVENT, OUTPUT_DEBUG_STRING_EVENT,
-    UNLOAD_DLL_DEBUG_EVENT,
+    ContinueDebugEvent, DebugActiveProcess, DebugActiveProcessStop, DebugSetProcessKillOnExit,
+    FlushInstructionCache, GetThreadContext, ReadProcessMemory, SetThreadContext, WaitForDebugEvent,
+    WriteProcessMemory, CONTEXT, CONTEXT_CONTROL_AMD64, CONTEXT_INTEGER_AMD64, CREATE_PROCESS_DEBUG_EVENT,
+    CREATE_THREAD_DEBUG_EVENT, DEBUG_EVENT, EXCEPTION_DEBUG_EVENT, EXIT_PROCESS_DEBUG_EVENT,
+    EXIT_THREAD_DEBUG_EVENT, LOAD_DLL_DEBUG_EVENT, OUTPUT_DEBUG_STRING_EVENT, UNLOAD_DLL_DEBUG_EVENT,
 };
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Process32FirstW, Process32NextW, PROCESSENTRY32W, TH32CS_SNAPPROCESS,
@@ -34,7 +33,8 @@ use windows_sys::Win32::System::Memory::{
 };
 use windows_sys::Win32::System::Threading::PROCESS_BASIC_INFORMATION;
 use windows_sys::Win32::System::Threading::{
-    OpenProcess, DEBUG_ONLY_THIS_PROCESS, DEBUG_PROCESS, PROCESS_QUERY_LIMITED_INFORMATION,
+    OpenProcess, ResumeThread, SuspendThread, DEBUG_ONLY_THIS_PROCESS, DEBUG_PROCESS,
+    PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
 use winstrace_core::event::{Call, CallResult, Event, EventKind, EventSink, ProcessStart, Value};
@@ -266,8 +266,6 @@ enum Next {
     Continue(NTSTATUS),
     /// Continue this event, then stop the loop with this exit code.
     Exit(u32),
-    /// Remove the traps, then detach.
-    Detach,
 }
 
 impl Engine<'_> {
@@ -337,45 +335,48 @@ const DRAIN_MS: u32 = 200;
 
 impl Engine<'_> {
     fn run(&mut self) -> Result<Outcome, EngineError> {
-        let mut break_requested = false;
         let mut exit_code = None;
         loop {
-            if DETACH_REQUESTED.load(Ordering::SeqCst) && !break_requested {
-                // Stop the target at a point where we may rewrite its code:
-                // DebugBreakProcess makes it raise a breakpoint for us.
-                if let Some(p) =
-                    self.processes.get(&self.first_pid).or_else(|| self.processes.values().next())
-                {
-                    // SAFETY: a process handle owned by the debug session.
-                    unsafe { DebugBreakProcess(p.handle) };
-                    break_requested = true;
-                }
+            if DETACH_REQUESTED.load(Ordering::SeqCst) {
+                self.detach();
+                break;
             }
             let Some(event) = wait_for_event(POLL_MS)? else { continue };
             self.stats.debug_events += 1;
-            let next = self.dispatch(&event, break_requested);
+            let next = self.dispatch(&event);
             let status = match next {
                 Next::Continue(status) => status,
-                Next::Exit(_) | Next::Detach => DBG_CONTINUE,
+                Next::Exit(_) => DBG_CONTINUE,
             };
-            if let Next::Detach = next {
-                self.remove_all_hooks();
-            }
             // SAFETY: continues the event we just received.
             unsafe { ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status) };
-            match next {
-                Next::Exit(code) => {
-                    exit_code = Some(code);
-                    break;
-                }
-                Next::Detach => {
-                    self.drain_and_detach();
-                    break;
-                }
-                Next::Continue(_) => {}
+            if let Next::Exit(code) = next {
+                exit_code = Some(code);
+                break;
             }
         }
         Ok(Outcome { exit_code, stats: self.stats })
+    }
+
+    /// Ctrl-C: removes the traps and detaches, leaving the targets running.
+    /// The code is rewritten with every thread of every traced process
+    /// suspended (by us, with the handles the debug events gave us), so no
+    /// thread runs the bytes being replaced. No thread is made to break in
+    /// (DebugBreakProcess): under Wine that remote thread, created through
+    /// a system APC, sometimes took the target down with it on a loaded
+    /// machine.
+    fn detach(&mut self) {
+        let threads: Vec<HANDLE> =
+            self.processes.values().flat_map(|p| p.threads.values().map(|t| t.handle)).collect();
+        // SAFETY: thread handles owned by the debug session (all access).
+        let suspended: Vec<HANDLE> =
+            threads.into_iter().filter(|&t| unsafe { SuspendThread(t) } != u32::MAX).collect();
+        self.remove_all_hooks();
+        for thread in suspended {
+            // SAFETY: resumes a thread suspended just above.
+            unsafe { ResumeThread(thread) };
+        }
+        self.drain_and_detach();
     }
 
     fn emit(&mut self, pid: u32, tid: u32, kind: EventKind) {
@@ -400,7 +401,7 @@ impl Engine<'_> {
         }
     }
 
-    fn dispatch(&mut self, ev: &DEBUG_EVENT, break_requested: bool) -> Next {
+    fn dispatch(&mut self, ev: &DEBUG_EVENT) -> Next {
         let (pid, tid) = (ev.dwProcessId, ev.dwThreadId);
         match ev.dwDebugEventCode {
             CREATE_PROCESS_DEBUG_EVENT => {
@@ -497,12 +498,12 @@ impl Engine<'_> {
                 self.emit(pid, tid, EventKind::DebugOutput { text });
                 Next::Continue(DBG_CONTINUE)
             }
-            EXCEPTION_DEBUG_EVENT => self.on_exception(ev, break_requested),
+            EXCEPTION_DEBUG_EVENT => self.on_exception(ev),
             _ => Next::Continue(DBG_CONTINUE),
         }
     }
 
-    fn on_exception(&mut self, ev: &DEBUG_EVENT, break_requested: bool) -> Next {
+    fn on_exception(&mut self, ev: &DEBUG_EVENT) -> Next {
         let (pid, tid) = (ev.dwProcessId, ev.dwThreadId);
         // SAFETY: the union member matching the event code.
         let info = unsafe { ev.u.Exception };
@@ -521,9 +522,6 @@ impl Engine<'_> {
                 // breakpoint): the target did not ask for it.
                 p.initial_breakpoint_seen = true;
                 return Next::Continue(DBG_CONTINUE);
-            }
-            if break_requested {
-                return Next::Detach;
             }
         }
         self.emit(
@@ -742,9 +740,9 @@ impl Engine<'_> {
     fn drain_and_detach(&mut self) {
         while let Ok(Some(event)) = wait_for_event(DRAIN_MS) {
             self.stats.debug_events += 1;
-            let status = match self.dispatch(&event, false) {
+            let status = match self.dispatch(&event) {
                 Next::Continue(status) => status,
-                Next::Exit(_) | Next::Detach => DBG_CONTINUE,
+                Next::Exit(_) => DBG_CONTINUE,
             };
             // SAFETY: continues the event we just received.
             unsafe { ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status) };
