@@ -16,11 +16,12 @@
 //! | 6 | `winstrace_agent_attach`'s result (an `i32` sign-extended) | agent |
 //! | 7 | name table length (bytes) | agent |
 //! | 8 | string limit (`-s`) the tracer decodes with | tracer |
-//! | 9 | options: bit 0 = raw decoding (capture nothing), bit 1 = hook only the functions of the request table | tracer |
+//! | 9 | options: bit 0 = raw decoding (capture nothing), bit 1 = hook only the functions of the request table, bit 2 = follow children | tracer |
 //! | 10 | request table offset (bytes, a multiple of 8) | tracer |
 //! | 11 | request table length (bytes) | tracer |
 //! | 12 | address of `winstrace_agent_detach` in the agent's process (0 if none) | agent |
-//! | 13.. | ring, then name table, then request table | |
+//! | 13 | children acknowledged: how many child records the tracer has handled (injected the child, or given up on it) | tracer |
+//! | 14.. | ring, then name table, then request table | |
 //!
 //! Both tables hold function names, ASCII, each followed by `\n`, packed
 //! little-endian into the words. The name table lists the hooked
@@ -41,7 +42,7 @@ use crate::AgentConfig;
 /// Word 0: `wsMAP`, two zero bytes, layout version 2.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"wsMAP\0\0\x02");
 /// Words of the header, before the ring.
-pub const HEADER_WORDS: usize = 13;
+pub const HEADER_WORDS: usize = 14;
 /// Word 5 value: the agent attached; words 6 and 7 and the table are set.
 pub const AGENT_ATTACHED: u64 = 1;
 /// Word 5 value: the agent found the mapping but attaching failed (word 6
@@ -61,9 +62,11 @@ const W_OPTIONS: usize = 9;
 const W_REQUEST_OFFSET: usize = 10;
 const W_REQUEST_LENGTH: usize = 11;
 const W_DETACH_ROUTINE: usize = 12;
+const W_CHILDREN_ACKNOWLEDGED: usize = 13;
 
 const OPTION_RAW: u64 = 1;
 const OPTION_ONLY_REQUESTED: u64 = 2;
+const OPTION_FOLLOW_CHILDREN: u64 = 4;
 
 /// The mapping of process `pid`: a session-local name.
 pub fn mapping_name(pid: u32) -> String {
@@ -144,7 +147,8 @@ impl Layout {
             }
         }
         let options = if config.decode.raw { OPTION_RAW } else { 0 }
-            | if request.is_some() { OPTION_ONLY_REQUESTED } else { 0 };
+            | if request.is_some() { OPTION_ONLY_REQUESTED } else { 0 }
+            | if config.follow_children { OPTION_FOLLOW_CHILDREN } else { 0 };
         let values = [
             (W_RING_OFFSET, self.ring_offset * 8),
             (W_RING_BYTES, self.ring_words * 8),
@@ -158,6 +162,7 @@ impl Layout {
             (W_REQUEST_OFFSET, self.request_offset * 8),
             (W_REQUEST_LENGTH, request_len),
             (W_DETACH_ROUTINE, 0),
+            (W_CHILDREN_ACKNOWLEDGED, 0),
         ];
         for (word, value) in values {
             region[word].store(value as u64, Ordering::Relaxed);
@@ -217,7 +222,20 @@ pub fn read_config(region: &[AtomicU64], layout: &Layout) -> AgentConfig {
         names.sort();
         names
     });
-    AgentConfig { decode, only }
+    AgentConfig { decode, only, follow_children: options & OPTION_FOLLOW_CHILDREN != 0 }
+}
+
+/// Tracer side: one more child record handled.
+pub fn acknowledge_child(region: &[AtomicU64]) {
+    if let Some(word) = region.get(W_CHILDREN_ACKNOWLEDGED) {
+        // Release: the child's mapping and injection come before.
+        word.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Agent side: how many child records the tracer has handled.
+pub fn children_acknowledged(region: &[AtomicU64]) -> u64 {
+    region.get(W_CHILDREN_ACKNOWLEDGED).map_or(0, |w| w.load(Ordering::Acquire))
 }
 
 /// Agent side: writes the names (record index order), the attach result
@@ -340,8 +358,8 @@ mod tests {
         // Unaligned or overlapping parts are refused.
         r[W_RING_OFFSET].store(12, Ordering::Relaxed);
         assert_eq!(Layout::read_header(&r), None);
-        r[W_RING_OFFSET].store(104, Ordering::Relaxed);
-        r[W_NAMES_OFFSET].store(104, Ordering::Relaxed);
+        r[W_RING_OFFSET].store(112, Ordering::Relaxed);
+        r[W_NAMES_OFFSET].store(112, Ordering::Relaxed);
         assert_eq!(Layout::read_header(&r), None);
         r[W_NAMES_OFFSET].store(u64::MAX - 7, Ordering::Relaxed);
         assert_eq!(Layout::read_header(&r), None);
@@ -352,6 +370,7 @@ mod tests {
         let config = AgentConfig {
             decode: winstrace_decode::DecodeOptions { string_limit: 200, raw: true },
             only: Some(vec!["NtClose".into(), "NtCreateFile".into(), "NtQueryAttributesFile".into()]),
+            follow_children: true,
         };
         let layout = Layout::for_config(16, 64, &config);
         let r = region(layout.total_words());
@@ -362,6 +381,9 @@ mod tests {
         assert_eq!(got, config);
         assert!(got.wants("NtClose") && !got.wants("NtOpenFile"));
         assert!(AgentConfig::default().wants("NtOpenFile"));
+        assert_eq!(children_acknowledged(&r), 0);
+        acknowledge_child(&r);
+        assert_eq!(children_acknowledged(&r), 1);
         // A request table with a non-ASCII byte hooks nothing.
         r[layout.request_offset].store(0xff, Ordering::Relaxed);
         assert_eq!(read_config(&r, &read).only, Some(vec![]));

@@ -30,6 +30,43 @@ use winstrace_decode::capture::CaptureSink;
 
 /// The ring record kind of a call record.
 pub const RECORD_KIND_CALL: u32 = 1;
+/// The ring record kind of a [`ChildRecord`].
+pub const RECORD_KIND_CHILD: u32 = 2;
+
+/// `-f`: the traced process created a child (NtCreateUserProcess returned
+/// success; the child's first thread is still suspended). Three
+/// little-endian u64: the handle values (in the creating process) of the
+/// child process and of its first thread, and the child's sequence number
+/// (0, 1, ...). The agent waits until the tracer has acknowledged it (see
+/// `mapping::acknowledge_child`) before the creator goes on and resumes
+/// the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildRecord {
+    pub process_handle: u64,
+    pub thread_handle: u64,
+    pub sequence: u64,
+}
+
+impl ChildRecord {
+    pub const BYTES: usize = 24;
+
+    pub fn encode(&self) -> [u8; Self::BYTES] {
+        let mut b = [0u8; Self::BYTES];
+        b[0..8].copy_from_slice(&self.process_handle.to_le_bytes());
+        b[8..16].copy_from_slice(&self.thread_handle.to_le_bytes());
+        b[16..24].copy_from_slice(&self.sequence.to_le_bytes());
+        b
+    }
+
+    /// Parses a payload; `None` unless it is exactly [`Self::BYTES`] long.
+    pub fn decode(bytes: &[u8]) -> Option<ChildRecord> {
+        (bytes.len() == Self::BYTES).then(|| ChildRecord {
+            process_handle: u64_at(bytes, 0),
+            thread_handle: u64_at(bytes, 8),
+            sequence: u64_at(bytes, 16),
+        })
+    }
+}
 /// The layout version this module writes and reads.
 pub const RECORD_VERSION: u16 = 2;
 /// Arguments per record: the most any Nt* function takes.
@@ -342,6 +379,14 @@ mod tests {
             got,
             vec![(0x1010, vec![0x10, 0x11, 0x12, 0x13, 0x14]), (0x1ffc, vec![0xfc, 0xfd, 0xfe, 0xff])]
         );
+    }
+
+    #[test]
+    fn child_records_round_trip_and_refuse_other_lengths() {
+        let c = ChildRecord { process_handle: 0x1c4, thread_handle: 0x1c8, sequence: 2 };
+        assert_eq!(ChildRecord::decode(&c.encode()), Some(c));
+        assert_eq!(ChildRecord::decode(&c.encode()[..23]), None);
+        assert_eq!(ChildRecord::decode(&[0u8; 25]), None);
     }
 
     #[test]

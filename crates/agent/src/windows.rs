@@ -37,7 +37,7 @@ use winstrace_decode::capture::{self, CapturePlan};
 use winstrace_decode::DecodeOptions;
 
 use crate::mapping::{self, Layout};
-use crate::record::{CallRecord, RecordWriter, RECORD_KIND_CALL};
+use crate::record::{CallRecord, ChildRecord, RecordWriter, RECORD_KIND_CALL, RECORD_KIND_CHILD};
 use crate::AgentConfig;
 
 /// `winstrace_agent_attach`'s error returns and what they mean.
@@ -91,6 +91,8 @@ struct State {
     patches: Vec<Patch>,
     /// NtTerminateProcess's function index (see `wait_for_tracer`).
     terminate: Option<usize>,
+    /// NtCreateUserProcess's function index when following children.
+    create_process: Option<usize>,
     /// Per function: whether its calls are recorded (the tracer's filter
     /// wants them); NtTerminateProcess is hooked even when not.
     recorded: Vec<bool>,
@@ -246,6 +248,52 @@ fn record_call(frame: *const u8, no_return: u64) {
     {
         wait_for_tracer(&state.ring, &mut wait);
     }
+    if returned && Some(function) == state.create_process && (f.rax as i32) >= 0 {
+        // ProcessHandle and ThreadHandle: the first two parameters, out.
+        let mut process_handle = [0u8; 8];
+        let mut thread_handle = [0u8; 8];
+        if probe_read(f.args[0], &mut process_handle) == 8 && probe_read(f.args[1], &mut thread_handle) == 8 {
+            let (process_handle, thread_handle) =
+                (u64::from_le_bytes(process_handle), u64::from_le_bytes(thread_handle));
+            report_child(&state.ring, process_handle, thread_handle, &mut wait);
+        }
+    }
+}
+
+/// The shared mapping this agent attached through (for the tracer's
+/// acknowledgements); none when a test attached it directly.
+static MAPPING: OnceLock<&'static [AtomicU64]> = OnceLock::new();
+/// One child handshake at a time (see `report_child`).
+static CHILD_HANDSHAKE: AtomicBool = AtomicBool::new(false);
+static CHILD_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// `-f`: the process just created a child, whose first thread is still
+/// suspended (CreateProcess resumes it after NtCreateUserProcess returns).
+/// Reports it and waits, boundedly, until the tracer has injected the
+/// agent into it, so that the child is traced from its start. Children
+/// are reported one at a time, in order (a flag spun on with yields): this
+/// is not the path of ordinary calls, which take no lock.
+fn report_child(ring: &RingRef<'_>, process_handle: u64, thread_handle: u64, wait: &mut dyn FnMut()) {
+    let Some(region) = MAPPING.get() else { return };
+    let mut waits = 0u32;
+    while CHILD_HANDSHAKE.swap(true, Ordering::Acquire) {
+        waits += 1;
+        if waits > EXIT_WAITS {
+            return;
+        }
+        wait();
+    }
+    let sequence = CHILD_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let record = ChildRecord { process_handle, thread_handle, sequence };
+    if ring.write(RECORD_KIND_CHILD, &record.encode(), wait).is_ok() {
+        for _ in 0..EXIT_WAITS {
+            if mapping::children_acknowledged(region) > sequence || !ring.consumer_alive() {
+                break;
+            }
+            wait();
+        }
+    }
+    CHILD_HANDSHAKE.store(false, Ordering::Release);
 }
 
 /// How many waits (each some spins and a yield) the process's exit gives
@@ -436,9 +484,11 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
     for stub::FoundStub { name, address, shape } in found {
         // The patch is one aligned 8-byte store over the first 8 bytes.
         // NtTerminateProcess is hooked whatever the filter: the process's
-        // exit waits there for the tracer (see `wait_for_tracer`).
-        let exit_handshake = name == "NtTerminateProcess";
-        if address % 8 != 0 || shape.code.len() < 8 || !(config.wants(&name) || exit_handshake) {
+        // exit waits there for the tracer (see `wait_for_tracer`); so is
+        // NtCreateUserProcess under -f (see `report_child`).
+        let handshake =
+            name == "NtTerminateProcess" || (config.follow_children && name == "NtCreateUserProcess");
+        if address % 8 != 0 || shape.code.len() < 8 || !(config.wants(&name) || handshake) {
             continue;
         }
         recorded.push(config.wants(&name));
@@ -494,8 +544,11 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
         })
         .collect();
     let terminate = names.iter().position(|n| n == "NtTerminateProcess");
+    let create_process =
+        names.iter().position(|n| n == "NtCreateUserProcess").filter(|_| config.follow_children);
     let state = State {
         terminate,
+        create_process,
         recorded,
         ring,
         copies: t.copies.clone(),
@@ -806,6 +859,7 @@ fn attach_to_shared_mapping() {
     let region: &'static [AtomicU64] = unsafe { std::slice::from_raw_parts(base as *const AtomicU64, words) };
     let Some(layout) = Layout::read_header(region) else { return };
     let config = mapping::read_config(region, &layout);
+    let _ = MAPPING.set(region);
     let ring = layout.ring(region);
     let result = attach_with(ring.as_ptr() as *const u64, ring.len(), &config);
     let names = STATE.get().map(|s| s.names.as_slice()).unwrap_or(&[]);

@@ -316,13 +316,10 @@ fn peak_memory() -> String {
     }
 }
 
-/// `--engine inject`: launch or attach; no -f yet.
+/// `--engine inject`: launch or attach.
 #[cfg(windows)]
 fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
     use winstrace_engine_inject as engine;
-    if cli.follow > 0 {
-        return Err("--engine inject cannot follow children (-f) yet; use --engine debug".into());
-    }
     let mut sink = build_sink(cli)?;
     winstrace_engine_debug::install_ctrl_c_handler();
     let options = engine::Options {
@@ -334,6 +331,7 @@ fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
         trace: trace_set(cli)?,
         status: status_filter(cli),
         handle_names: cli.handle_names,
+        follow_children: cli.follow > 0,
         detach_requested: Some(winstrace_engine_debug::live::detach_requested),
     };
     let outcome = match (&cli.attach, &cli.program) {

@@ -61,9 +61,15 @@ fn without_dash_f_the_child_is_not_traced() {
 
 #[test]
 fn dash_ff_writes_one_file_per_process() {
+    for engine in ENGINES {
+        dash_ff(engine);
+    }
+}
+
+fn dash_ff(engine: &str) {
     let prefix = temp_path("ff");
     let child = Command::new(WINSTRACE)
-        .args(["-ff", "-o", prefix.to_str().unwrap(), TESTPROG, "child", "9"])
+        .args(["--engine", engine, "-ff", "-o", prefix.to_str().unwrap(), TESTPROG, "child", "9"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -273,3 +273,47 @@ fn both_engines_show_the_same_calls_for_wines_cmd() {
     assert_engines_agree(cmd, &["/c", "type", file], "wst-engines-agree-cmd", || {});
     let _ = std::fs::remove_file(file);
 }
+
+#[test]
+fn dash_f_injects_the_children_too() {
+    let run = trace_injected_with(&["-f"], &["child", "5"]);
+    assert_eq!(run.stdout, "child exited with 5\n");
+    assert_eq!(run.code(), 0, "the first process's code, not the child's: {}", run.trace);
+    let lines: Vec<(Option<(u32, u32)>, &str)> = run.trace.lines().map(strip_ids).collect();
+    let starts: Vec<_> = lines.iter().filter(|(_, l)| l.starts_with("--- process started ")).collect();
+    assert_eq!(starts.len(), 2, "{}", run.trace);
+    let child_pid = starts[1].0.expect("ids once two processes exist").0;
+    assert!(starts[1].1.ends_with(" exit 5\" ---"), "{}", starts[1].1);
+    // The parent's NtCreateUserProcess comes first, then the child's start.
+    let create =
+        lines.iter().position(|(_, l)| l.starts_with("NtCreateUserProcess(") && l.contains("STATUS_SUCCESS"));
+    let child_start = lines
+        .iter()
+        .position(|(ids, l)| ids.map(|i| i.0) == Some(child_pid) && l.starts_with("--- process started"));
+    assert!(create.is_some() && create < child_start, "{}", run.trace);
+    let child_lines: Vec<&str> =
+        lines.iter().filter(|(ids, _)| ids.map(|i| i.0) == Some(child_pid)).map(|(_, l)| *l).collect();
+    assert!(
+        child_lines.iter().any(|l| l.starts_with("NtTerminateProcess(") && l.contains("ExitStatus=0x5")),
+        "{}",
+        run.trace
+    );
+    assert_eq!(*child_lines.last().unwrap(), "+++ exited with 5 +++");
+    assert_eq!(lines.last().unwrap().1, "+++ exited with 0 +++");
+}
+
+#[test]
+fn dash_f_waits_for_children_that_outlive_the_first_process() {
+    let run = trace_injected_with(&["-f"], &["orphan", "6", "1500"]);
+    assert_eq!(run.code(), 6, "{}", run.trace);
+    let exits: Vec<&str> = run.lines().into_iter().filter(|l| l.starts_with("+++ exited with ")).collect();
+    assert_eq!(exits, ["+++ exited with 6 +++", "+++ exited with 0 +++"], "{}", run.trace);
+    assert!(!run.calls("NtDelayExecution").is_empty(), "the child's sleep is traced: {}", run.trace);
+}
+
+#[test]
+fn without_dash_f_children_are_not_injected() {
+    let run = trace_injected(&["child", "5"]);
+    assert_eq!(run.stdout, "child exited with 5\n");
+    assert_eq!(run.trace.matches("--- process started ").count(), 1, "{}", run.trace);
+}

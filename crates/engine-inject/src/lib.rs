@@ -24,7 +24,11 @@
 //! calls still in flight), reads what is left in the ring and leaves the
 //! process running.
 //!
-//! Not done yet: following children (`-f`).
+//! Under `-f` the agent reports each child its process creates (after
+//! NtCreateUserProcess, while the child's first thread is still suspended)
+//! and waits until the tracer has created the child's mapping and queued
+//! the agent's injection on that thread; the tracer then reads every
+//! process's ring.
 //!
 //! [`call_from_record`] and the errors are platform-independent; the
 //! Windows half is `windows.rs`.
@@ -64,6 +68,8 @@ pub struct Options {
     pub status: StatusFilter,
     /// `-y`: name the handles in the arguments.
     pub handle_names: bool,
+    /// `-f`: inject the agent into the children the target creates too.
+    pub follow_children: bool,
     /// Polled while tracing: true asks to detach (Ctrl-C).
     pub detach_requested: Option<fn() -> bool>,
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, GetLastError, LocalFree, ERROR_ALREADY_EXISTS, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
+    CloseHandle, DuplicateHandle, GetLastError, LocalFree, DUPLICATE_SAME_ACCESS, ERROR_ALREADY_EXISTS,
+    HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
@@ -30,17 +31,17 @@ use windows_sys::Win32::System::Memory::{
     MEMORY_MAPPED_VIEW_ADDRESS, MEM_COMMIT, MEM_RESERVE, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::Threading::{
-    CreateRemoteThread, GetCurrentProcess, GetExitCodeProcess, OpenProcess, OpenProcessToken, OpenThread,
-    QueueUserAPC, ResumeThread, TerminateProcess, WaitForSingleObject, CREATE_SUSPENDED,
+    CreateRemoteThread, GetCurrentProcess, GetExitCodeProcess, GetProcessId, OpenProcess, OpenProcessToken,
+    OpenThread, QueueUserAPC, ResumeThread, TerminateProcess, WaitForSingleObject, CREATE_SUSPENDED,
     PROCESS_CREATE_THREAD, PROCESS_DUP_HANDLE, PROCESS_QUERY_INFORMATION, PROCESS_SYNCHRONIZE,
     PROCESS_VM_OPERATION, PROCESS_VM_READ, PROCESS_VM_WRITE, THREAD_SET_CONTEXT, THREAD_SUSPEND_RESUME,
 };
 use winstrace_agent::mapping::{self, AgentState, Layout};
-use winstrace_agent::record::{CallRecord, RECORD_KIND_CALL};
+use winstrace_agent::record::{CallRecord, ChildRecord, RECORD_KIND_CALL, RECORD_KIND_CHILD};
 use winstrace_agent::AgentConfig;
 use winstrace_core::event::{CallResult, Event, EventKind, EventSink, ProcessStart};
 use winstrace_core::memory::{TargetMemory, Unreadable};
-use winstrace_ring::Ring;
+use winstrace_ring::{Reader, Ring, RingRef};
 
 use crate::handles::HandleTracker;
 use crate::{call_from_record, functions_to_hook, Error, Options, Outcome, NAMES_BYTES, RING_CAPACITY};
@@ -308,7 +309,7 @@ fn agent_config(options: &Options) -> Result<AgentConfig, Error> {
             .map_err(|e| Error::Os { what: format!("reading ntdll's exports: {e}"), code: 0 })?;
         functions_to_hook(&options.trace, stubs.iter().map(|s| s.name.as_str()))
     };
-    Ok(AgentConfig { decode: options.decode.clone(), only })
+    Ok(AgentConfig { decode: options.decode.clone(), only, follow_children: options.follow_children })
 }
 
 fn read_tsc() -> u64 {
@@ -362,7 +363,7 @@ pub fn trace(
             return Err(last_error("ResumeThread"));
         }
         drop(thread);
-        follow(pid, process, &shared, options, sink)
+        follow(pid, process, shared, options, sink)
     })();
     if result.is_err() {
         // SAFETY: our own child's handle, still open (`child` owns it).
@@ -408,7 +409,7 @@ pub fn attach(pid: u32, options: &Options, sink: &mut dyn EventSink) -> Result<O
     emit(sink, pid, 0, EventKind::ProcessStart(ProcessStart { image, command_line, attached: true }));
     let loader = remote_thread(process.0, routine, remote)?;
     drop(loader);
-    let result = follow(pid, process.0, &shared, options, sink);
+    let result = follow(pid, process.0, shared, options, sink);
     let _ = sink.finish();
     result
 }
@@ -443,10 +444,10 @@ fn emit(sink: &mut dyn EventSink, pid: u32, tid: u32, kind: EventKind) {
 }
 
 /// The tracer's side of the shared mapping: the section, its view, and the
-/// layout and ring in it.
+/// layout and ring in it. The view lives as long as winstrace (a reader
+/// borrows it; there are a handful of processes per trace).
 struct Shared {
-    _section: Handle,
-    view: View,
+    region: &'static [AtomicU64],
     layout: Layout,
 }
 
@@ -458,132 +459,252 @@ impl Shared {
         let config = agent_config(options)?;
         let layout = Layout::for_config(ring_words, NAMES_BYTES, &config);
         let (section, view) = create_mapping(pid, layout.total_words())?;
+        let view: &'static View = Box::leak(Box::new(view));
+        std::mem::forget(section);
         let region = view.words();
         let ring = Ring::init(layout.ring(region), RING_CAPACITY).map_err(|e| Error::Ring(e.to_string()))?;
         ring.set_consumer_alive(true);
         layout.write_header(region, &config);
-        Ok(Shared { _section: section, view, layout })
+        Ok(Shared { region, layout })
     }
 }
 
-/// Reads the records of process `pid` until it exits or a detach is
-/// requested, and reports them.
+/// One traced process.
+struct Session {
+    pid: u32,
+    process: HANDLE,
+    /// Set for children: the handle is ours to close.
+    _owned: Option<Handle>,
+    shared: Shared,
+    reader: Reader<'static>,
+    ring: RingRef<'static>,
+    names: Option<Vec<Arc<str>>>,
+    handles: HandleTracker,
+    exit_code: Option<u32>,
+}
+
+impl Session {
+    fn new(pid: u32, process: HANDLE, owned: Option<Handle>, shared: Shared) -> Result<Session, Error> {
+        let ring = Ring::attach(shared.layout.ring(shared.region)).map_err(|e| Error::Ring(e.to_string()))?;
+        let reader = ring.reader().map_err(|e| Error::Ring(e.to_string()))?;
+        Ok(Session {
+            pid,
+            process,
+            _owned: owned,
+            shared,
+            reader,
+            ring,
+            names: None,
+            handles: HandleTracker::new(),
+            exit_code: None,
+        })
+    }
+}
+
+/// Reads the records of process `pid` (and, under -f, of the children it
+/// and they create) until they have all exited or a detach is requested,
+/// and reports them. The outcome's exit code is `pid`'s.
 fn follow(
     pid: u32,
     process: HANDLE,
-    shared: &Shared,
+    shared: Shared,
     options: &Options,
     sink: &mut dyn EventSink,
 ) -> Result<Outcome, Error> {
-    let region = shared.view.words();
-    let layout = &shared.layout;
-    let ring = Ring::attach(layout.ring(region)).map_err(|e| Error::Ring(e.to_string()))?;
+    let mut sessions = vec![Session::new(pid, process, None, shared)?];
     let (tsc0, instant0) = (read_tsc(), Instant::now());
     let tsc_rate = || {
         let seconds = instant0.elapsed().as_secs_f64();
         (seconds > 0.01).then(|| read_tsc().wrapping_sub(tsc0) as f64 / seconds)
     };
-    let mut reader = ring.reader().map_err(|e| Error::Ring(e.to_string()))?;
-    let mut names: Option<Vec<Arc<str>>> = None;
-    // -y: names learned from the calls, else looked up in the target.
-    let mut namer = options
-        .handle_names
-        .then(|| (HandleTracker::new(), winstrace_engine_debug::live::HandleNamer::new()));
+    let mut lookups = options.handle_names.then(winstrace_engine_debug::live::HandleNamer::new);
     let mut calls = 0u64;
+    let mut first_exit_code = None;
+    let mut hooked_functions = 0u64;
     let detach_requested = || options.detach_requested.is_some_and(|requested| requested());
-    let outcome = |calls, names: Option<&Vec<Arc<str>>>, exit_code| Outcome {
-        exit_code,
-        calls,
-        hooked_functions: names.map_or(0, |n| n.len() as u64),
-        lost_records: ring.lost_records(),
-    };
     loop {
-        // SAFETY: a process handle; a zero timeout only polls.
-        let exited = unsafe { WaitForSingleObject(process, 0) } == WAIT_OBJECT_0;
-        if names.is_none() {
-            match mapping::read_agent_state(region, layout) {
-                AgentState::Attached(list) => names = Some(list.into_iter().map(Arc::from).collect()),
-                AgentState::Failed(code) => return Err(Error::AgentFailed { code }),
-                AgentState::Invalid => return Err(Error::Ring("the agent's name table is invalid".into())),
-                AgentState::Pending if exited => {
-                    ring.set_consumer_alive(false);
-                    return Err(Error::AgentNotLoaded);
+        let detaching = detach_requested();
+        let mut read_any = false;
+        let mut children = Vec::new();
+        for session in &mut sessions {
+            // SAFETY: a process handle; a zero timeout only polls.
+            let exited = unsafe { WaitForSingleObject(session.process, 0) } == WAIT_OBJECT_0;
+            if session.names.is_none() {
+                match mapping::read_agent_state(session.shared.region, &session.shared.layout) {
+                    AgentState::Attached(list) => {
+                        hooked_functions = hooked_functions.max(list.len() as u64);
+                        session.names = Some(list.into_iter().map(Arc::from).collect());
+                    }
+                    AgentState::Failed(code) => return Err(Error::AgentFailed { code }),
+                    AgentState::Invalid => {
+                        return Err(Error::Ring("the agent's name table is invalid".into()))
+                    }
+                    AgentState::Pending if exited => {
+                        session.ring.set_consumer_alive(false);
+                        if session.pid == pid {
+                            return Err(Error::AgentNotLoaded);
+                        }
+                        // A child that died before its agent ran: it ends here.
+                        session.exit_code = Some(exit_code_of(session.process)?);
+                        emit(
+                            sink,
+                            session.pid,
+                            0,
+                            EventKind::ProcessExit { code: session.exit_code.unwrap_or(0) },
+                        );
+                        continue;
+                    }
+                    AgentState::Pending => continue,
                 }
-                AgentState::Pending => {
-                    // SAFETY: as above, waiting a little.
-                    unsafe { WaitForSingleObject(process, POLL_MS) };
+            }
+            if detaching && !exited {
+                // The agent puts the stubs back and stops recording; what it
+                // recorded before is still in the ring, read below.
+                run_detach_routine(session)?;
+            }
+            let names = session.names.as_deref().unwrap_or(&[]);
+            let rate = tsc_rate();
+            while let Some(rec) = session.reader.next().map_err(|e| Error::Ring(e.to_string()))? {
+                read_any = true;
+                if rec.kind == RECORD_KIND_CHILD {
+                    if let Some(child) = ChildRecord::decode(rec.payload) {
+                        children.push((session.pid, session.process, session.shared.region, child));
+                    }
                     continue;
                 }
-            }
-        }
-        let detaching = !exited && detach_requested();
-        if detaching {
-            // The agent puts the stubs back and stops recording; what it
-            // recorded before is still in the ring, read below.
-            let routine = mapping::detach_routine(region);
-            if routine != 0 {
-                // SAFETY: the agent published the address of its detach
-                // routine (`extern "system" fn(*mut c_void) -> u32`) in its
-                // own process; at worst a hostile target runs its own code.
-                let routine = unsafe {
-                    std::mem::transmute::<usize, unsafe extern "system" fn(*mut c_void) -> u32>(
-                        routine as usize,
-                    )
+                if rec.kind != RECORD_KIND_CALL {
+                    continue;
+                }
+                let Ok(record) = CallRecord::decode(rec.payload) else { continue };
+                calls += 1;
+                let mut call = call_from_record(&record, rec.payload, names, calls, rate, &options.decode);
+                let result = match call.result {
+                    CallResult::Returned(status) => Some(status),
+                    _ => None,
                 };
-                let thread = remote_thread(process, routine, std::ptr::null_mut())?;
-                // SAFETY: our thread handle; a bounded wait.
-                unsafe { WaitForSingleObject(thread.0, DETACH_WAIT_MS) };
+                if !options.status.shows(result) {
+                    continue;
+                }
+                if let Some(lookups) = lookups.as_mut() {
+                    let user_sid = lookups.user_sid().map(str::to_string);
+                    let (process, pid) = (session.process, session.pid);
+                    let mut lookup = |handle: u64| {
+                        lookups.forget(pid, handle);
+                        lookups.name(process, pid, handle)
+                    };
+                    session.handles.name_call(&mut call, user_sid.as_deref(), &mut lookup);
+                }
+                emit(sink, session.pid, record.thread_id, EventKind::Call(call));
+            }
+            if detaching && !exited {
+                session.ring.set_consumer_alive(false);
+                emit(sink, session.pid, 0, EventKind::Detached);
+                session.exit_code = Some(0);
+            } else if exited {
+                // Everything the process published is read (a record it
+                // reserved but never published, if it died mid-write, is lost).
+                session.ring.set_consumer_alive(false);
+                let code = exit_code_of(session.process)?;
+                session.exit_code = Some(code);
+                if session.pid == pid {
+                    first_exit_code = Some(code);
+                }
+                emit(sink, session.pid, 0, EventKind::ProcessExit { code });
             }
         }
-        let names_now = names.as_deref().unwrap_or(&[]);
-        let rate = tsc_rate();
-        let mut read_any = false;
-        while let Some(rec) = reader.next().map_err(|e| Error::Ring(e.to_string()))? {
-            read_any = true;
-            if rec.kind != RECORD_KIND_CALL {
-                continue;
+        let lost: u64 = sessions.iter().map(|s| s.ring.lost_records()).sum();
+        sessions.retain(|s| s.exit_code.is_none());
+        for (parent_pid, parent, parent_region, child) in children {
+            // Whatever happens to the child, the parent may go on.
+            let session = start_child(parent_pid, parent, &child, options, sink);
+            mapping::acknowledge_child(parent_region);
+            match session {
+                Ok(session) => sessions.push(session),
+                Err(e) => eprintln!("winstrace: cannot trace a child of process {parent_pid}: {e}"),
             }
-            let Ok(record) = CallRecord::decode(rec.payload) else { continue };
-            calls += 1;
-            let mut call = call_from_record(&record, rec.payload, names_now, calls, rate, &options.decode);
-            let result = match call.result {
-                CallResult::Returned(status) => Some(status),
-                _ => None,
-            };
-            if !options.status.shows(result) {
-                continue;
-            }
-            if let Some((tracker, lookups)) = namer.as_mut() {
-                let user_sid = lookups.user_sid().map(str::to_string);
-                let mut lookup = |handle: u64| {
-                    lookups.forget(pid, handle);
-                    lookups.name(process, pid, handle)
-                };
-                tracker.name_call(&mut call, user_sid.as_deref(), &mut lookup);
-            }
-            emit(sink, pid, record.thread_id, EventKind::Call(call));
         }
-        if detaching {
-            ring.set_consumer_alive(false);
-            emit(sink, pid, 0, EventKind::Detached);
-            return Ok(outcome(calls, names.as_ref(), None));
-        }
-        if exited {
-            // Everything the process published is read (a record it
-            // reserved but never published, if it died mid-write, is lost).
-            break;
+        if sessions.is_empty() || detaching {
+            return Ok(Outcome {
+                exit_code: if detaching { None } else { first_exit_code },
+                calls,
+                hooked_functions,
+                lost_records: lost,
+            });
         }
         if !read_any {
-            // SAFETY: as above, waiting a little.
-            unsafe { WaitForSingleObject(process, POLL_MS) };
+            // SAFETY: a process handle; waiting a little for it or for records.
+            unsafe { WaitForSingleObject(sessions[0].process, POLL_MS) };
         }
     }
-    ring.set_consumer_alive(false);
+}
+
+fn exit_code_of(process: HANDLE) -> Result<u32, Error> {
     let mut code = 0u32;
     // SAFETY: a process handle; the process has exited.
     if unsafe { GetExitCodeProcess(process, &mut code) } == 0 {
         return Err(last_error("GetExitCodeProcess"));
     }
-    emit(sink, pid, 0, EventKind::ProcessExit { code });
-    Ok(outcome(calls, names.as_ref(), Some(code)))
+    Ok(code)
+}
+
+/// Runs the agent's detach routine in the target, in a thread of its own,
+/// and waits for it (boundedly).
+fn run_detach_routine(session: &Session) -> Result<(), Error> {
+    let routine = mapping::detach_routine(session.shared.region);
+    if routine == 0 {
+        return Ok(());
+    }
+    // SAFETY: the agent published the address of its detach routine
+    // (`extern "system" fn(*mut c_void) -> u32`) in its own process; at
+    // worst a hostile target runs its own code.
+    let routine = unsafe {
+        std::mem::transmute::<usize, unsafe extern "system" fn(*mut c_void) -> u32>(routine as usize)
+    };
+    let thread = remote_thread(session.process, routine, std::ptr::null_mut())?;
+    // SAFETY: our thread handle; a bounded wait.
+    unsafe { WaitForSingleObject(thread.0, DETACH_WAIT_MS) };
+    Ok(())
+}
+
+/// `-f`: a traced process created a child, still suspended. Takes copies of
+/// its process and thread handles, creates its mapping, queues the agent's
+/// injection on its first thread (which runs when the parent resumes it)
+/// and reports it.
+fn start_child(
+    parent_pid: u32,
+    parent: HANDLE,
+    child: &ChildRecord,
+    options: &Options,
+    sink: &mut dyn EventSink,
+) -> Result<Session, Error> {
+    let duplicate = |handle: u64| -> Result<Handle, Error> {
+        let mut ours: HANDLE = std::ptr::null_mut();
+        // SAFETY: copies a handle of the parent (which we may duplicate
+        // from: PROCESS_DUP_HANDLE) into this process.
+        let ok = unsafe {
+            DuplicateHandle(
+                parent,
+                handle as HANDLE,
+                GetCurrentProcess(),
+                &mut ours,
+                0,
+                0,
+                DUPLICATE_SAME_ACCESS,
+            )
+        };
+        if ok == 0 {
+            return Err(last_error(&format!("taking handle {handle:#x} of process {parent_pid}")));
+        }
+        Ok(Handle(ours))
+    };
+    let process = duplicate(child.process_handle)?;
+    let thread = duplicate(child.thread_handle)?;
+    // SAFETY: a process handle of ours.
+    let pid = unsafe { GetProcessId(process.0) };
+    let shared = Shared::create(pid, options)?;
+    queue_injection(process.0, &thread, &options.agent_dll)?;
+    let (image, command_line) = winstrace_engine_debug::live::process_identity(process.0);
+    emit(sink, pid, 0, EventKind::ProcessStart(ProcessStart { image, command_line, attached: false }));
+    let raw = process.0;
+    Session::new(pid, raw, Some(process), shared)
 }

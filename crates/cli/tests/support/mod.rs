@@ -70,7 +70,8 @@ impl Run {
     }
 }
 
-/// Splits `[pid 1 tid 2] rest` into ((1, 2), rest).
+/// Splits `[pid 1 tid 2] rest` into ((1, 2), rest), `[pid 1] rest` into
+/// ((1, 0), rest).
 pub fn strip_ids(line: &str) -> (Option<(u32, u32)>, &str) {
     if let Some(rest) = line.strip_prefix("[pid ") {
         if let Some((ids, body)) = rest.split_once("] ") {
@@ -78,6 +79,9 @@ pub fn strip_ids(line: &str) -> (Option<(u32, u32)>, &str) {
                 if let (Ok(pid), Ok(tid)) = (pid.parse(), tid.parse()) {
                     return (Some((pid, tid)), body);
                 }
+            } else if let Ok(pid) = ids.parse() {
+                // A process-wide event (exit, detach): no thread.
+                return (Some((pid, 0)), body);
             }
         }
     }
