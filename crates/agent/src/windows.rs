@@ -6,18 +6,19 @@ use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use windows_sys::Wdk::System::Threading::NtQueryInformationThread;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, HMODULE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::Foundation::{
     EXCEPTION_ACCESS_VIOLATION, EXCEPTION_GUARD_PAGE, EXCEPTION_IN_PAGE_ERROR,
 };
 use windows_sys::Win32::System::Diagnostics::Debug::{
     AddVectoredExceptionHandler, FlushInstructionCache, GetThreadContext, ReadProcessMemory,
-    SetThreadContext, CONTEXT, CONTEXT_CONTROL_AMD64, EXCEPTION_POINTERS,
+    SetThreadContext, CONTEXT, CONTEXT_CONTROL_AMD64, EXCEPTION_POINTERS, EXCEPTION_RECORD,
 };
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
 };
-use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
+use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
 use windows_sys::Win32::System::Memory::{
     MapViewOfFile, OpenFileMappingW, VirtualAlloc, VirtualProtect, VirtualQuery, FILE_MAP_READ,
     FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEM_COMMIT, MEM_FREE, MEM_RESERVE, PAGE_EXECUTE_READ,
@@ -37,7 +38,10 @@ use winstrace_decode::capture::{self, CapturePlan};
 use winstrace_decode::DecodeOptions;
 
 use crate::mapping::{self, Layout};
-use crate::record::{CallRecord, ChildRecord, RecordWriter, RECORD_KIND_CALL, RECORD_KIND_CHILD};
+use crate::record::{
+    lifecycle, CallRecord, ChildRecord, LifecycleRecord, RecordWriter, RECORD_KIND_CALL, RECORD_KIND_CHILD,
+    RECORD_KIND_LIFECYCLE,
+};
 use crate::AgentConfig;
 
 /// `winstrace_agent_attach`'s error returns and what they mean.
@@ -93,6 +97,9 @@ struct State {
     terminate: Option<usize>,
     /// NtCreateUserProcess's function index when following children.
     create_process: Option<usize>,
+    /// NtTerminateThread's function index (a thread's exit, see
+    /// `record_call`).
+    terminate_thread: Option<usize>,
     /// Per function: whether its calls are recorded (the tracer's filter
     /// wants them); NtTerminateProcess is hooked even when not.
     recorded: Vec<bool>,
@@ -246,7 +253,13 @@ fn record_call(frame: *const u8, no_return: u64) {
         || state.ring.write(RECORD_KIND_CALL, payload, &mut wait).is_ok();
     if written && !returned && Some(function) == state.terminate && (f.args[0] == 0 || f.args[0] == u64::MAX)
     {
+        EXITING.store(true, Ordering::Relaxed);
         wait_for_tracer(&state.ring, &mut wait);
+    }
+    // A thread ending itself (RtlExitUserThread): NtCurrentThread() is -2.
+    if !returned && Some(function) == state.terminate_thread && (f.args[0] == 0 || f.args[0] == u64::MAX - 1)
+    {
+        write_lifecycle(&state.ring, lifecycle::THREAD_EXIT, [f.args[1] & 0xffff_ffff, 0, 0], &[], &mut wait);
     }
     if returned && Some(function) == state.create_process && (f.rax as i32) >= 0 {
         // ProcessHandle and ThreadHandle: the first two parameters, out.
@@ -258,6 +271,174 @@ fn record_call(frame: *const u8, no_return: u64) {
             report_child(&state.ring, process_handle, thread_handle, &mut wait);
         }
     }
+}
+
+/// Bytes of a lifecycle record built on the stack (paths and debug strings
+/// are cut to fit).
+const LIFECYCLE_BUFFER: usize = 2048;
+
+/// Writes a [`LifecycleRecord`] of the calling thread.
+fn write_lifecycle(ring: &RingRef<'_>, kind: u32, values: [u64; 3], text: &[u16], wait: &mut dyn FnMut()) {
+    let mut buffer = [0u8; LIFECYCLE_BUFFER];
+    let thread_id = teb_read(TEB_THREAD_ID) as u32;
+    let len = LifecycleRecord::encode_into(kind, thread_id, values, text, &mut buffer);
+    let _ = ring.write(RECORD_KIND_LIFECYCLE, &buffer[..len], wait);
+}
+
+/// Runs `report` with the calling thread's guard set to busy (its own calls
+/// untraced), if the agent is attached, recording, and the thread traced.
+fn report_event(report: impl FnOnce(&State, &mut dyn FnMut())) {
+    let Some(state) = STATE.get() else { return };
+    if DETACHED.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(guard) = guard_offset() else { return };
+    if teb_read(guard) != GUARD_TRACED {
+        return;
+    }
+    teb_write(guard, GUARD_BUSY);
+    let yield_copy = state.yield_copy;
+    let mut wait = || {
+        for _ in 0..64 {
+            spin_loop();
+        }
+        if let Some(yield_now) = yield_copy {
+            // SAFETY: the unhooked copy of NtYieldExecution (see `record_call`).
+            unsafe { yield_now() };
+        }
+    };
+    report(state, &mut wait);
+    teb_write(guard, GUARD_TRACED);
+}
+
+/// UTF-16 units of a UNICODE_STRING of this process, cut to `out`'s size.
+fn read_unicode_string(address: u64, out: &mut [u16]) -> usize {
+    let mut header = [0u8; 16];
+    if address == 0 || probe_read(address, &mut header) != 16 {
+        return 0;
+    }
+    let length = usize::from(u16::from_le_bytes([header[0], header[1]])) / 2;
+    let buffer = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+    let units = length.min(out.len());
+    let mut bytes = [0u8; 2 * 512];
+    let units = units.min(bytes.len() / 2);
+    let got = probe_read(buffer, &mut bytes[..2 * units]) / 2;
+    for (i, unit) in out.iter_mut().take(got).enumerate() {
+        *unit = u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]);
+    }
+    got
+}
+
+/// `LdrRegisterDllNotification`'s callback: a DLL was loaded (1) or
+/// unloaded (2). `data` starts with Flags (u32), then pointers to the full
+/// and base names (UNICODE_STRING), the base and the size.
+unsafe extern "system" fn on_dll_notification(reason: u32, data: *const u64, _context: *mut c_void) {
+    const LOADED: u32 = 1;
+    const UNLOADED: u32 = 2;
+    if data.is_null() {
+        return;
+    }
+    // SAFETY: the loader passes a valid LDR_DLL_NOTIFICATION_DATA.
+    let (full_name, base) = unsafe { (*data.add(1), *data.add(3)) };
+    report_event(|state, wait| match reason {
+        LOADED => {
+            let mut path = [0u16; 512];
+            let units = read_unicode_string(full_name, &mut path);
+            write_lifecycle(&state.ring, lifecycle::DLL_LOAD, [base, 0, 0], &path[..units], wait);
+        }
+        // The loader unloads everything as the process ends: not news.
+        UNLOADED if !EXITING.load(Ordering::Relaxed) && base != OWN_BASE.load(Ordering::Relaxed) => {
+            write_lifecycle(&state.ring, lifecycle::DLL_UNLOAD, [base, 0, 0], &[], wait)
+        }
+        _ => {}
+    });
+}
+
+type LdrRegisterDllNotificationFn = unsafe extern "system" fn(
+    u32,
+    unsafe extern "system" fn(u32, *const u64, *mut c_void),
+    *mut c_void,
+    *mut *mut c_void,
+) -> i32;
+
+/// This DLL's base (its own load and unload are not the program's).
+static OWN_BASE: AtomicU64 = AtomicU64::new(0);
+/// Set when the process has begun to end itself (see `record_call`).
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Reports the DLLs already loaded (the loader's list, in load order,
+/// without the program's image and this DLL) and asks the loader to report
+/// the next ones.
+fn watch_dlls(own_base: u64) {
+    OWN_BASE.store(own_base, Ordering::Relaxed);
+    report_event(|state, wait| {
+        // PEB at gs:[0x60]; PEB.Ldr at 0x18; PEB_LDR_DATA.InLoadOrderModuleList
+        // at 0x10; in LDR_DATA_TABLE_ENTRY, the links at 0, DllBase at 0x30,
+        // FullDllName at 0x48 (x64).
+        let peb = teb_read(0x60);
+        let read_u64 = |address: u64| {
+            let mut b = [0u8; 8];
+            (probe_read(address, &mut b) == 8).then(|| u64::from_le_bytes(b))
+        };
+        let Some(ldr) = read_u64(peb + 0x18) else { return };
+        // PEB.ImageBaseAddress: the program itself is a process start, not a DLL.
+        let image_base = read_u64(peb + 0x10).unwrap_or(0);
+        let head = ldr + 0x10;
+        let mut entry = read_u64(head).unwrap_or(head);
+        let mut seen = 0;
+        while entry != head && entry != 0 && seen < 1024 {
+            seen += 1;
+            let base = read_u64(entry + 0x30).unwrap_or(0);
+            if base != own_base && base != image_base {
+                let mut path = [0u16; 512];
+                let units = read_unicode_string(entry + 0x48, &mut path);
+                write_lifecycle(&state.ring, lifecycle::DLL_LOAD, [base, 0, 0], &path[..units], wait);
+            }
+            entry = read_u64(entry).unwrap_or(0);
+        }
+        let ntdll_name: Vec<u16> = "ntdll.dll\0".encode_utf16().collect();
+        // SAFETY: NUL-terminated names; the export has this signature.
+        let register = unsafe {
+            GetProcAddress(
+                GetModuleHandleW(ntdll_name.as_ptr()),
+                c"LdrRegisterDllNotification".as_ptr() as *const u8,
+            )
+        };
+        if let Some(register) = register {
+            // SAFETY: LdrRegisterDllNotification(Flags, Callback, Context, Cookie).
+            unsafe {
+                let register = std::mem::transmute::<
+                    unsafe extern "system" fn() -> isize,
+                    LdrRegisterDllNotificationFn,
+                >(register);
+                let mut cookie: *mut c_void = std::ptr::null_mut();
+                register(0, on_dll_notification, std::ptr::null_mut(), &mut cookie);
+            }
+        }
+    });
+}
+
+/// `DllMain` on a new thread: reports it with its start address.
+fn report_thread_start() {
+    report_event(|state, wait| {
+        let mut start = 0u64;
+        // ThreadQuerySetWin32StartAddress (9) of NtCurrentThread() (-2).
+        // SAFETY: an 8-byte out-buffer of ours.
+        unsafe {
+            NtQueryInformationThread(
+                -2isize as HANDLE,
+                9,
+                &mut start as *mut u64 as *mut c_void,
+                8,
+                std::ptr::null_mut(),
+            )
+        };
+        // The tracer's own threads (the detach routine) are not the program's.
+        let detach = winstrace_agent_detach as extern "system" fn(*mut c_void) -> u32 as usize as u64;
+        if start != detach {
+            write_lifecycle(&state.ring, lifecycle::THREAD_START, [start, 0, 0], &[], wait);
+        }
+    });
 }
 
 /// The shared mapping this agent attached through (for the tracer's
@@ -380,8 +561,50 @@ unsafe extern "system" fn probe_fault_handler(info: *mut EXCEPTION_POINTERS) -> 
             context.Rip = insn + REP_MOVSB_BYTES;
             return EXCEPTION_CONTINUE_EXECUTION;
         }
+        report_exception(record);
     }
     EXCEPTION_CONTINUE_SEARCH
+}
+
+/// OutputDebugStringW's and OutputDebugStringA's exceptions.
+const DBG_PRINTEXCEPTION_WIDE_C: i32 = 0x4001_000A;
+const DBG_PRINTEXCEPTION_C: i32 = 0x4001_0006;
+
+/// Records the program's own exception (first chance) or debug string.
+fn report_exception(record: &EXCEPTION_RECORD) {
+    report_event(|state, wait| {
+        let code = record.ExceptionCode;
+        if code == DBG_PRINTEXCEPTION_WIDE_C || code == DBG_PRINTEXCEPTION_C {
+            // Parameters: the length in characters, with the terminator, and
+            // the text.
+            if record.NumberParameters < 2 {
+                return;
+            }
+            let length = record.ExceptionInformation[0].saturating_sub(1).min(512);
+            let address = record.ExceptionInformation[1] as u64;
+            let mut text = [0u16; 512];
+            let units = if code == DBG_PRINTEXCEPTION_WIDE_C {
+                let mut bytes = [0u8; 1024];
+                let got = probe_read(address, &mut bytes[..2 * length]) / 2;
+                for (i, unit) in text.iter_mut().take(got).enumerate() {
+                    *unit = u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]);
+                }
+                got
+            } else {
+                let mut bytes = [0u8; 512];
+                let got = probe_read(address, &mut bytes[..length]);
+                for (unit, byte) in text.iter_mut().zip(&bytes[..got]) {
+                    *unit = u16::from(*byte);
+                }
+                got
+            };
+            let wide = u64::from(code == DBG_PRINTEXCEPTION_WIDE_C);
+            write_lifecycle(&state.ring, lifecycle::DEBUG_STRING, [wide, 0, 0], &text[..units], wait);
+        } else {
+            let values = [code as u32 as u64, record.ExceptionAddress as u64, 0];
+            write_lifecycle(&state.ring, lifecycle::EXCEPTION, values, &[], wait);
+        }
+    });
 }
 
 fn register_probe_handler() -> bool {
@@ -486,8 +709,9 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
         // NtTerminateProcess is hooked whatever the filter: the process's
         // exit waits there for the tracer (see `wait_for_tracer`); so is
         // NtCreateUserProcess under -f (see `report_child`).
-        let handshake =
-            name == "NtTerminateProcess" || (config.follow_children && name == "NtCreateUserProcess");
+        let handshake = name == "NtTerminateProcess"
+            || name == "NtTerminateThread"
+            || (config.follow_children && name == "NtCreateUserProcess");
         if address % 8 != 0 || shape.code.len() < 8 || !(config.wants(&name) || handshake) {
             continue;
         }
@@ -520,7 +744,7 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
         // with that (argument-less, status-returning) signature.
         unsafe { std::mem::transmute::<usize, unsafe extern "system" fn() -> i32>(t.copies[i] as usize) }
     });
-    if !config.decode.raw && !register_probe_handler() {
+    if !register_probe_handler() {
         return -10;
     }
     // Plans (and the tables behind them) are built here, not in a hook.
@@ -546,8 +770,10 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
     let terminate = names.iter().position(|n| n == "NtTerminateProcess");
     let create_process =
         names.iter().position(|n| n == "NtCreateUserProcess").filter(|_| config.follow_children);
+    let terminate_thread = names.iter().position(|n| n == "NtTerminateThread");
     let state = State {
         terminate,
+        terminate_thread,
         create_process,
         recorded,
         ring,
@@ -565,13 +791,15 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
     let Some(range) = PatchRange::of(&state.patches) else { return -6 };
     let threads = OtherThreads::open();
     let Some(_writable) = range.make_writable() else { return -9 };
-    let _stopped = threads.suspend(&state.patches);
+    let stopped = threads.suspend(&state.patches);
     let mut hooked = 0i32;
     for patch in &state.patches {
         if patch.store(patch.original, patch.patched) {
             hooked += 1;
         }
     }
+    drop(stopped);
+    drop(_writable);
     hooked
 }
 
@@ -806,8 +1034,9 @@ fn allocate_near(near: u64, size: usize) -> Option<u64> {
     None
 }
 
-/// `DllMain`'s reason code for the DLL being loaded into a process.
+/// `DllMain`'s reason codes: the DLL loaded into a process, a new thread.
 const DLL_PROCESS_ATTACH: u32 = 1;
+const DLL_THREAD_ATTACH: u32 = 2;
 
 /// The DLL's entry point (called by the mingw CRT's startup routine). When
 /// the tracer injected the DLL it has created the mapping of this process
@@ -816,9 +1045,11 @@ const DLL_PROCESS_ATTACH: u32 = 1;
 /// sound because it loads no library and waits for no other thread: it
 /// allocates, changes page protections and reads this process's memory.
 #[no_mangle]
-pub extern "system" fn DllMain(_module: *mut c_void, reason: u32, _reserved: *mut c_void) -> i32 {
-    if reason == DLL_PROCESS_ATTACH {
-        attach_to_shared_mapping();
+pub extern "system" fn DllMain(module: *mut c_void, reason: u32, _reserved: *mut c_void) -> i32 {
+    match reason {
+        DLL_PROCESS_ATTACH => attach_to_shared_mapping(module as u64),
+        DLL_THREAD_ATTACH => report_thread_start(),
+        _ => {}
     }
     1
 }
@@ -827,7 +1058,7 @@ pub extern "system" fn DllMain(_module: *mut c_void, reason: u32, _reserved: *mu
 /// publishes the names of the hooked functions. Does nothing if there is no
 /// such mapping (a process that loaded the DLL itself, as the tests do) or
 /// if its header is not one we understand.
-fn attach_to_shared_mapping() {
+fn attach_to_shared_mapping(own_base: u64) {
     // SAFETY: plain call.
     let pid = unsafe { GetCurrentProcessId() };
     let name: Vec<u16> = mapping::mapping_name(pid).encode_utf16().chain([0]).collect();
@@ -866,4 +1097,7 @@ fn attach_to_shared_mapping() {
     let names = if result >= 0 { names } else { &[] };
     let detach = winstrace_agent_detach as extern "system" fn(*mut c_void) -> u32 as usize as u64;
     mapping::publish_names(region, &layout, names.iter().map(String::as_str), result, detach);
+    if result >= 0 {
+        watch_dlls(own_base);
+    }
 }

@@ -37,8 +37,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use winstrace_agent::record::{self, CallRecord};
-use winstrace_core::event::{Call, CallResult};
+use winstrace_agent::record::{self, lifecycle, CallRecord, LifecycleRecord};
+use winstrace_core::event::{Call, CallResult, EventKind};
 use winstrace_decode::capture::CapturedMemory;
 use winstrace_decode::DecodeOptions;
 use winstrace_filter::{StatusFilter, TraceSet};
@@ -177,6 +177,34 @@ pub fn function_name(names: &[Arc<str>], index: u32) -> Arc<str> {
     }
 }
 
+/// The event a lifecycle record stands for, or `None` for one to drop:
+/// OutputDebugStringW raises its text twice when no debugger takes it (wide,
+/// then narrow), so a narrow debug string right after the same wide one on
+/// a thread is a repeat. `last_wide` is the thread's last wide string.
+pub fn event_from_lifecycle(record: &LifecycleRecord, last_wide: &mut Option<String>) -> Option<EventKind> {
+    let text = || String::from_utf16_lossy(&record.text);
+    let [a, b, _] = record.values;
+    Some(match record.kind {
+        lifecycle::THREAD_START => EventKind::ThreadStart { start_address: a },
+        lifecycle::THREAD_EXIT => EventKind::ThreadExit { code: a as u32 },
+        lifecycle::DLL_LOAD => EventKind::DllLoad { path: text(), base: a },
+        lifecycle::DLL_UNLOAD => EventKind::DllUnload { base: a },
+        lifecycle::EXCEPTION => EventKind::Exception { code: a as u32, address: b, first_chance: true },
+        lifecycle::DEBUG_STRING => {
+            let text = text();
+            let wide = a != 0;
+            if !wide && last_wide.take().as_deref() == Some(text.as_str()) {
+                return None;
+            }
+            if wide {
+                *last_wide = Some(text.clone());
+            }
+            EventKind::DebugOutput { text }
+        }
+        _ => return None,
+    })
+}
+
 /// A call's duration from its entry and return TSCs, given the counter's
 /// rate (ticks per second); `None` if the call did not return, the rate is
 /// unknown or the counter went backwards.
@@ -300,6 +328,44 @@ mod tests {
             winstrace_decode::args_text(&call.args),
             r#"ObjectAttributes={Name="\\??\\C:\\gone.txt"}, FileInformation=0x5000"#
         );
+    }
+
+    #[test]
+    fn lifecycle_records_become_events_and_repeated_debug_strings_are_dropped() {
+        let record = |kind, values: [u64; 3], text: &str| LifecycleRecord {
+            kind,
+            thread_id: 4,
+            values,
+            text: text.encode_utf16().collect(),
+        };
+        let mut last = None;
+        assert_eq!(
+            event_from_lifecycle(&record(lifecycle::DLL_LOAD, [0x7b60_0000, 0, 0], r"C:\k.dll"), &mut last),
+            Some(EventKind::DllLoad { path: r"C:\k.dll".into(), base: 0x7b60_0000 })
+        );
+        assert_eq!(
+            event_from_lifecycle(&record(lifecycle::EXCEPTION, [0xc000_0005, 0x1234, 0], ""), &mut last),
+            Some(EventKind::Exception { code: 0xc000_0005, address: 0x1234, first_chance: true })
+        );
+        assert_eq!(
+            event_from_lifecycle(
+                &record(lifecycle::THREAD_EXIT, [0xffff_ffff_0000_0007, 0, 0], ""),
+                &mut last
+            ),
+            Some(EventKind::ThreadExit { code: 7 })
+        );
+        let wide = record(lifecycle::DEBUG_STRING, [1, 0, 0], "hello");
+        let narrow = record(lifecycle::DEBUG_STRING, [0, 0, 0], "hello");
+        assert_eq!(
+            event_from_lifecycle(&wide, &mut last),
+            Some(EventKind::DebugOutput { text: "hello".into() })
+        );
+        assert_eq!(event_from_lifecycle(&narrow, &mut last), None, "the narrow repeat");
+        assert_eq!(
+            event_from_lifecycle(&narrow, &mut last),
+            Some(EventKind::DebugOutput { text: "hello".into() })
+        );
+        assert_eq!(event_from_lifecycle(&record(9, [0; 3], ""), &mut last), None);
     }
 
     #[test]

@@ -37,14 +37,19 @@ use windows_sys::Win32::System::Threading::{
     PROCESS_VM_OPERATION, PROCESS_VM_READ, PROCESS_VM_WRITE, THREAD_SET_CONTEXT, THREAD_SUSPEND_RESUME,
 };
 use winstrace_agent::mapping::{self, AgentState, Layout};
-use winstrace_agent::record::{CallRecord, ChildRecord, RECORD_KIND_CALL, RECORD_KIND_CHILD};
+use winstrace_agent::record::{
+    CallRecord, ChildRecord, LifecycleRecord, RECORD_KIND_CALL, RECORD_KIND_CHILD, RECORD_KIND_LIFECYCLE,
+};
 use winstrace_agent::AgentConfig;
 use winstrace_core::event::{CallResult, Event, EventKind, EventSink, ProcessStart};
 use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_ring::{Reader, Ring, RingRef};
 
 use crate::handles::HandleTracker;
-use crate::{call_from_record, functions_to_hook, Error, Options, Outcome, NAMES_BYTES, RING_CAPACITY};
+use crate::{
+    call_from_record, event_from_lifecycle, functions_to_hook, Error, Options, Outcome, NAMES_BYTES,
+    RING_CAPACITY,
+};
 
 /// How long the loop sleeps on the target's handle when the ring is empty.
 const POLL_MS: u32 = 5;
@@ -480,6 +485,8 @@ struct Session {
     ring: RingRef<'static>,
     names: Option<Vec<Arc<str>>>,
     handles: HandleTracker,
+    /// Per thread, its last wide debug string (see `event_from_lifecycle`).
+    last_wide: std::collections::HashMap<u32, String>,
     exit_code: Option<u32>,
 }
 
@@ -496,6 +503,7 @@ impl Session {
             ring,
             names: None,
             handles: HandleTracker::new(),
+            last_wide: std::collections::HashMap::new(),
             exit_code: None,
         })
     }
@@ -569,6 +577,19 @@ fn follow(
                 if rec.kind == RECORD_KIND_CHILD {
                     if let Some(child) = ChildRecord::decode(rec.payload) {
                         children.push((session.pid, session.process, session.shared.region, child));
+                    }
+                    continue;
+                }
+                if rec.kind == RECORD_KIND_LIFECYCLE {
+                    if let Some(record) = LifecycleRecord::decode(rec.payload) {
+                        let mut last = session.last_wide.remove(&record.thread_id);
+                        let event = event_from_lifecycle(&record, &mut last);
+                        if let Some(text) = last {
+                            session.last_wide.insert(record.thread_id, text);
+                        }
+                        if let Some(kind) = event {
+                            emit(sink, session.pid, record.thread_id, kind);
+                        }
                     }
                     continue;
                 }
