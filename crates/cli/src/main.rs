@@ -302,16 +302,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
 /// winstrace's own peak working set, for `--stats`.
 #[cfg(windows)]
 fn peak_memory() -> String {
-    use windows_sys::Win32::System::ProcessStatus::{K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS};
-    use windows_sys::Win32::System::Threading::GetCurrentProcess;
-    // SAFETY: PROCESS_MEMORY_COUNTERS is plain data; cb is set to its size.
-    let counters = unsafe {
-        let mut c: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
-        c.cb = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
-        (K32GetProcessMemoryInfo(GetCurrentProcess(), &mut c, c.cb) != 0).then_some(c)
-    };
-    match counters {
-        Some(c) => format!("{:.1} MiB", c.PeakWorkingSetSize as f64 / (1 << 20) as f64),
+    match winstrace_engine_debug::live::peak_working_set() {
+        Some(bytes) => format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64),
         None => "unknown".into(),
     }
 }

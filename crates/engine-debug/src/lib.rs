@@ -19,12 +19,13 @@ mod windows;
 #[cfg(windows)]
 pub use windows::{install_ctrl_c_handler, list_processes, trace};
 
-/// Helpers over a live process that the in-process engine shares with
-/// this one: Ctrl-C, a process's image and command line, and `-y`.
+/// Helpers over a live process that the in-process engine (and the command
+/// line) share with this one: Ctrl-C, a process's image and command line,
+/// `-y`, winstrace's own peak memory.
 #[cfg(windows)]
 pub mod live {
     pub use crate::handles::HandleNamer;
-    pub use crate::windows::{detach_requested, process_identity};
+    pub use crate::windows::{detach_requested, peak_working_set, process_identity};
 }
 
 /// What to trace.

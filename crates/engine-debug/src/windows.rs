@@ -58,6 +58,18 @@ unsafe extern "system" fn on_console_ctrl(_ctrl_type: u32) -> i32 {
     1
 }
 
+/// winstrace's own peak working set in bytes, for `--stats`.
+pub fn peak_working_set() -> Option<usize> {
+    use windows_sys::Win32::System::ProcessStatus::{K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS};
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    // SAFETY: PROCESS_MEMORY_COUNTERS is plain data; cb is set to its size.
+    unsafe {
+        let mut c: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
+        c.cb = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
+        (K32GetProcessMemoryInfo(GetCurrentProcess(), &mut c, c.cb) != 0).then_some(c.PeakWorkingSetSize)
+    }
+}
+
 /// Whether Ctrl-C (or Ctrl-Break) asked to detach, once
 /// [`install_ctrl_c_handler`] is in place.
 pub fn detach_requested() -> bool {
