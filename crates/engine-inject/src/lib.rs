@@ -121,6 +121,10 @@ pub enum Error {
     AgentNotLoaded,
     /// The shared ring broke its protocol.
     Ring(String),
+    /// The process is a 32-bit (WOW64) one; the agent is 64-bit only.
+    NotX64 {
+        pid: u32,
+    },
     /// Any other failure of a Windows call, with its error code.
     Os {
         what: String,
@@ -132,6 +136,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::ProgramNotFound { program } => write!(f, "cannot run '{program}': program not found"),
+            Error::NotX64 { pid } => write!(
+                f,
+                "process {pid} is a 32-bit program: --engine inject traces x64 programs only (use --engine debug)"
+            ),
             Error::AgentNotFound { path } => {
                 write!(f, "the agent DLL is missing: {path}")
             }
@@ -427,6 +435,7 @@ mod tests {
             Error::AgentFailed { code: -6 },
             Error::AgentNotLoaded,
             Error::Ring("bad".into()),
+            Error::NotX64 { pid: 12 },
             Error::Os { what: "CreateFileMappingW".into(), code: 5 },
         ] {
             assert!(!e.to_string().contains('\n'));

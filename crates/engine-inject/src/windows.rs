@@ -31,10 +31,11 @@ use windows_sys::Win32::System::Memory::{
     MEMORY_MAPPED_VIEW_ADDRESS, MEM_COMMIT, MEM_RESERVE, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::Threading::{
-    CreateRemoteThread, GetCurrentProcess, GetExitCodeProcess, GetProcessId, OpenProcess, OpenProcessToken,
-    OpenThread, QueueUserAPC, ResumeThread, TerminateProcess, WaitForSingleObject, CREATE_SUSPENDED,
-    PROCESS_CREATE_THREAD, PROCESS_DUP_HANDLE, PROCESS_QUERY_INFORMATION, PROCESS_SYNCHRONIZE,
-    PROCESS_VM_OPERATION, PROCESS_VM_READ, PROCESS_VM_WRITE, THREAD_SET_CONTEXT, THREAD_SUSPEND_RESUME,
+    CreateRemoteThread, GetCurrentProcess, GetExitCodeProcess, GetProcessId, IsWow64Process, OpenProcess,
+    OpenProcessToken, OpenThread, QueueUserAPC, ResumeThread, TerminateProcess, WaitForSingleObject,
+    CREATE_SUSPENDED, PROCESS_CREATE_THREAD, PROCESS_DUP_HANDLE, PROCESS_QUERY_INFORMATION,
+    PROCESS_SYNCHRONIZE, PROCESS_VM_OPERATION, PROCESS_VM_READ, PROCESS_VM_WRITE, THREAD_SET_CONTEXT,
+    THREAD_SUSPEND_RESUME,
 };
 use winstrace_agent::mapping::{self, AgentState, Layout};
 use winstrace_agent::record::{
@@ -348,6 +349,7 @@ pub fn trace(
     let pid = child.id();
     let process = child.as_raw_handle() as HANDLE;
     let result = (|| {
+        check_x64(process, pid)?;
         let shared = Shared::create(pid, options)?;
         let thread = main_thread(pid)?;
         queue_injection(process, &thread, &options.agent_dll)?;
@@ -398,6 +400,7 @@ pub fn attach(pid: u32, options: &Options, sink: &mut dyn EventSink) -> Result<O
         return Err(last_error(&format!("opening process {pid}")));
     }
     let process = Handle(process);
+    check_x64(process.0, pid)?;
     let shared = Shared::create(pid, options)?;
     let remote = write_remote_path(process.0, &options.agent_dll)?;
     let load_library = load_library_address()?;
@@ -417,6 +420,21 @@ pub fn attach(pid: u32, options: &Options, sink: &mut dyn EventSink) -> Result<O
     let result = follow(pid, process.0, shared, options, sink);
     let _ = sink.finish();
     result
+}
+
+/// Refuses a 32-bit (WOW64) process: the 64-bit agent cannot be loaded
+/// into it, and an APC or thread running 64-bit LoadLibraryW there would
+/// take it down.
+fn check_x64(process: HANDLE, pid: u32) -> Result<(), Error> {
+    let mut wow64 = 0i32;
+    // SAFETY: a process handle with query access; `wow64` is ours.
+    if unsafe { IsWow64Process(process, &mut wow64) } == 0 {
+        return Err(last_error(&format!("asking whether process {pid} is 32-bit")));
+    }
+    if wow64 != 0 {
+        return Err(Error::NotX64 { pid });
+    }
+    Ok(())
 }
 
 fn check_agent(options: &Options) -> Result<(), Error> {
@@ -722,6 +740,7 @@ fn start_child(
     let thread = duplicate(child.thread_handle)?;
     // SAFETY: a process handle of ours.
     let pid = unsafe { GetProcessId(process.0) };
+    check_x64(process.0, pid)?;
     let shared = Shared::create(pid, options)?;
     queue_injection(process.0, &thread, &options.agent_dll)?;
     let (image, command_line) = winstrace_engine_debug::live::process_identity(process.0);
