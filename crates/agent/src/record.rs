@@ -26,7 +26,7 @@
 
 use std::fmt;
 
-use winstrace_decode::capture::CaptureSink;
+use winstrace_decode::capture::{copy_from_pieces, held_in, CaptureSink};
 
 /// The ring record kind of a call record.
 pub const RECORD_KIND_CALL: u32 = 1;
@@ -327,11 +327,7 @@ impl<'b, R: FnMut(u64, &mut [u8]) -> usize> RecordWriter<'b, R> {
 
     /// How many bytes from `address` on the pieces so far hold.
     fn held(&self, address: u64) -> usize {
-        pieces(&self.buf[..self.len])
-            .filter(|(start, bytes)| *start <= address && address - start < bytes.len() as u64)
-            .map(|(start, bytes)| bytes.len() - (address - start) as usize)
-            .max()
-            .unwrap_or(0)
+        held_in(pieces(&self.buf[..self.len]), address)
     }
 }
 
@@ -364,16 +360,7 @@ impl<R: FnMut(u64, &mut [u8]) -> usize> CaptureSink for RecordWriter<'_, R> {
     }
 
     fn read_captured(&self, address: u64, buf: &mut [u8]) -> bool {
-        for (start, bytes) in pieces(&self.buf[..self.len]) {
-            if start <= address {
-                let offset = (address - start) as usize;
-                if let Some(src) = bytes.get(offset..offset.saturating_add(buf.len())) {
-                    buf.copy_from_slice(src);
-                    return true;
-                }
-            }
-        }
-        false
+        copy_from_pieces(pieces(&self.buf[..self.len]), address, buf)
     }
 }
 

@@ -20,8 +20,8 @@
 use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_signatures::Signature;
 
-use crate::data::{self, Content, LenSource, StructDef};
-use crate::printers::MAX_READ;
+use crate::data::{self, Content, StructDef};
+use crate::printers::{self, uint_with, Src, MAX_READ};
 use crate::spec::Spec;
 use crate::{outs_valid, signature_and_plan, CallCx, DecodeOptions, Plan};
 
@@ -36,6 +36,35 @@ pub trait CaptureSink {
 
     /// Copies captured bytes into `buf`; false if they were not all captured.
     fn read_captured(&self, address: u64, buf: &mut [u8]) -> bool;
+}
+
+/// For sinks that keep pieces (address, bytes): how many bytes from
+/// `address` on the pieces hold (the longest run in one piece).
+pub fn held_in<'p>(pieces: impl Iterator<Item = (u64, &'p [u8])>, address: u64) -> usize {
+    pieces
+        .filter(|(start, bytes)| *start <= address && address - start < bytes.len() as u64)
+        .map(|(start, bytes)| bytes.len() - (address - start) as usize)
+        .max()
+        .unwrap_or(0)
+}
+
+/// For sinks that keep pieces: fills `buf` from the first piece that holds
+/// all of it; false if none does.
+pub fn copy_from_pieces<'p>(
+    pieces: impl Iterator<Item = (u64, &'p [u8])>,
+    address: u64,
+    buf: &mut [u8],
+) -> bool {
+    for (start, bytes) in pieces {
+        if start <= address {
+            let offset = (address - start) as usize;
+            if let Some(src) = bytes.get(offset..offset.saturating_add(buf.len())) {
+                buf.copy_from_slice(src);
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Builds the signature table, the per-function plans and the data rules
@@ -92,13 +121,6 @@ struct Walk<'s> {
     limit: usize,
 }
 
-/// Where a value is (as `printers::Src`).
-#[derive(Clone, Copy)]
-enum At {
-    Reg(u64),
-    Mem(u64),
-}
-
 impl Walk<'_> {
     /// Reads `buf.len()` bytes, capturing them.
     fn read(&mut self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable> {
@@ -110,17 +132,8 @@ impl Walk<'_> {
     }
 
     /// `printers::read_uint`, capturing.
-    fn uint(&mut self, at: At, width: u64) -> Result<u64, Unreadable> {
-        let mask = if width >= 8 { u64::MAX } else { (1u64 << (8 * width)) - 1 };
-        match at {
-            At::Reg(v) => Ok(v & mask),
-            At::Mem(address) => {
-                let mut b = [0u8; 8];
-                let n = width.clamp(1, 8) as usize;
-                self.read(address, &mut b[..n])?;
-                Ok(u64::from_le_bytes(b) & mask)
-            }
-        }
+    fn uint(&mut self, at: Src, width: u64) -> Result<u64, Unreadable> {
+        uint_with(at, width, |address, buf| self.read(address, buf))
     }
 
     /// `TargetMemory::read_partial` as the decoders use it: as much of
@@ -136,14 +149,14 @@ impl Walk<'_> {
     fn param(&mut self, call: &CallCx, index: usize, raw: u64) {
         let plan = &call.plan.params[index];
         let Some(rule) = plan.buffer else {
-            self.value(&plan.spec, At::Reg(raw), 0);
+            self.value(&plan.spec, Src::Reg(raw), 0);
             return;
         };
         if raw == 0 {
             return;
         }
-        let len = self.length(call, rule.length);
-        let max = self.length(call, rule.max);
+        let len = call.length_with(rule.length, &mut |src, width| self.uint(src, width));
+        let max = call.length_with(rule.max, &mut |src, width| self.uint(src, width));
         let Some(len) = (match (len, max) {
             (Some(l), Some(m)) => Some(l.min(m)),
             (l, m) => l.or(m),
@@ -166,35 +179,9 @@ impl Walk<'_> {
         }
     }
 
-    /// As `CallCx::length`.
-    fn length(&mut self, call: &CallCx, source: Option<LenSource>) -> Option<u64> {
-        match source? {
-            LenSource::Param(name) => call.param_uint(name),
-            LenSource::Deref(name) => {
-                let i = call.param_index(name)?;
-                let ptr = *call.raw_args.get(i)?;
-                if ptr == 0 {
-                    return None;
-                }
-                let width = match &call.plan.params[i].spec {
-                    Spec::Ptr(inner) => inner.width(),
-                    _ => 4,
-                };
-                self.uint(At::Mem(ptr), width).ok()
-            }
-            LenSource::Iosb(name) => {
-                let (_, ptr) = call.param(name)?;
-                if ptr == 0 {
-                    return None;
-                }
-                self.uint(At::Mem(ptr.wrapping_add(8)), 8).ok()
-            }
-        }
-    }
-
     /// As `printers::decode`. `depth` stops a walk through structures that
     /// point at each other (the data files have none; a bound costs nothing).
-    fn value(&mut self, spec: &Spec, at: At, depth: u32) {
+    fn value(&mut self, spec: &Spec, at: Src, depth: u32) {
         if depth > 16 {
             return;
         }
@@ -202,7 +189,7 @@ impl Walk<'_> {
             Spec::Ptr(inner) => {
                 if let Ok(p) = self.uint(at, 8) {
                     if p != 0 {
-                        self.value(inner, At::Mem(p), depth + 1);
+                        self.value(inner, Src::Mem(p), depth + 1);
                     }
                 }
             }
@@ -212,7 +199,7 @@ impl Walk<'_> {
             | Spec::WChars(_)
             | Spec::Bytes(_)
             | Spec::RegData { .. } => {
-                let At::Mem(address) = at else { return };
+                let Src::Mem(address) = at else { return };
                 match spec {
                     Spec::UStr => self.unicode_string(address),
                     Spec::WSz => {
@@ -240,9 +227,9 @@ impl Walk<'_> {
         // it is one piece of the capture, not three.
         self.sink.capture(address, 16);
         let header = (|| {
-            let len = self.uint(At::Mem(address), 2)?;
-            self.uint(At::Mem(address.wrapping_add(2)), 2)?;
-            let buf = self.uint(At::Mem(address.wrapping_add(8)), 8)?;
+            let len = self.uint(Src::Mem(address), 2)?;
+            self.uint(Src::Mem(address.wrapping_add(2)), 2)?;
+            let buf = self.uint(Src::Mem(address.wrapping_add(8)), 8)?;
             Ok::<_, Unreadable>((len, buf))
         })();
         if let Ok((len, buf)) = header {
@@ -260,21 +247,15 @@ impl Walk<'_> {
 
     /// As `printers::regdata`.
     fn regdata(&mut self, ty: u64, address: u64, len: u64, depth: u32) {
-        const SZ: u64 = 1;
-        const EXPAND_SZ: u64 = 2;
-        const DWORD: u64 = 4;
-        const DWORD_BIG_ENDIAN: u64 = 5;
-        const LINK: u64 = 6;
-        const MULTI_SZ: u64 = 7;
-        const QWORD: u64 = 11;
+        use printers::reg::{DWORD, DWORD_BIG_ENDIAN, EXPAND_SZ, LINK, MULTI_SZ, QWORD, SZ};
         match ty {
             SZ | EXPAND_SZ | LINK => {
                 let units = len / 2;
                 self.partial(address, units.min(self.limit.saturating_add(1) as u64) * 2);
             }
             MULTI_SZ => self.partial(address, len),
-            DWORD | DWORD_BIG_ENDIAN if len == 4 => self.value(&Spec::Unsigned(4), At::Mem(address), depth),
-            QWORD if len == 8 => self.value(&Spec::Unsigned(8), At::Mem(address), depth),
+            DWORD | DWORD_BIG_ENDIAN if len == 4 => self.value(&Spec::Unsigned(4), Src::Mem(address), depth),
+            QWORD if len == 8 => self.value(&Spec::Unsigned(8), Src::Mem(address), depth),
             _ => self.bytes(address, len),
         }
     }
@@ -309,11 +290,11 @@ impl Walk<'_> {
                 spec => {
                     let width = spec.width();
                     if let (Some(omit), 1 | 2 | 4 | 8) = (f.omit, width) {
-                        if self.uint(At::Mem(at), width) == Ok(omit) {
+                        if self.uint(Src::Mem(at), width) == Ok(omit) {
                             continue;
                         }
                     }
-                    self.value(spec, At::Mem(at), depth + 1);
+                    self.value(spec, Src::Mem(at), depth + 1);
                 }
             }
         }
@@ -322,7 +303,7 @@ impl Walk<'_> {
     /// As `printers::field_uint`.
     fn field_uint(&mut self, def: &StructDef, address: u64, name: &str) -> Result<u64, ()> {
         let f = def.field(name).ok_or(())?;
-        self.uint(At::Mem(address.wrapping_add(f.offset)), f.spec.width()).map_err(|_| ())
+        self.uint(Src::Mem(address.wrapping_add(f.offset)), f.spec.width()).map_err(|_| ())
     }
 
     /// As `printers::class_buffer`.
@@ -332,7 +313,7 @@ impl Walk<'_> {
                 Some(def) if len >= def.size => self.structure(def, address, Some(len), 0),
                 _ => self.bytes(address, len),
             },
-            Some(spec) if spec.width() > 0 && len >= spec.width() => self.value(spec, At::Mem(address), 0),
+            Some(spec) if spec.width() > 0 && len >= spec.width() => self.value(spec, Src::Mem(address), 0),
             _ => self.bytes(address, len),
         }
     }
@@ -358,20 +339,14 @@ impl<'m> MemoryCapture<'m> {
         &self.pieces
     }
 
-    fn held(&self, address: u64) -> usize {
-        // The longest run of captured bytes from `address` on.
-        self.pieces
-            .iter()
-            .filter(|(start, bytes)| *start <= address && address - start < bytes.len() as u64)
-            .map(|(start, bytes)| bytes.len() - (address - start) as usize)
-            .max()
-            .unwrap_or(0)
+    fn pieces_iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.pieces.iter().map(|(start, bytes)| (*start, bytes.as_slice()))
     }
 }
 
 impl CaptureSink for MemoryCapture<'_> {
     fn capture(&mut self, address: u64, len: usize) -> usize {
-        let held = self.held(address);
+        let held = held_in(self.pieces_iter(), address);
         if held >= len {
             return len;
         }
@@ -387,16 +362,7 @@ impl CaptureSink for MemoryCapture<'_> {
     }
 
     fn read_captured(&self, address: u64, buf: &mut [u8]) -> bool {
-        for (start, bytes) in &self.pieces {
-            if *start <= address {
-                let offset = (address - start) as usize;
-                if let Some(src) = bytes.get(offset..offset.saturating_add(buf.len())) {
-                    buf.copy_from_slice(src);
-                    return true;
-                }
-            }
-        }
-        false
+        copy_from_pieces(self.pieces_iter(), address, buf)
     }
 }
 

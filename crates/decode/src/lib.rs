@@ -262,6 +262,16 @@ impl CallCx<'_> {
 
     /// A buffer length from its source, or None when it cannot be had.
     fn length(&self, cx: &Cx, source: Option<LenSource>) -> Option<u64> {
+        self.length_with(source, &mut |src, width| printers::read_uint(cx, src, width))
+    }
+
+    /// [`Self::length`] with target memory read by `read_uint` (the capture
+    /// walk reads through its sink).
+    fn length_with(
+        &self,
+        source: Option<LenSource>,
+        read_uint: &mut dyn FnMut(Src, u64) -> Result<u64, winstrace_core::memory::Unreadable>,
+    ) -> Option<u64> {
         match source? {
             LenSource::Param(name) => self.param_uint(name),
             LenSource::Deref(name) => {
@@ -274,7 +284,7 @@ impl CallCx<'_> {
                     Spec::Ptr(inner) => inner.width(),
                     _ => 4,
                 };
-                printers::read_uint(cx, Src::Mem(ptr), width).ok()
+                read_uint(Src::Mem(ptr), width).ok()
             }
             LenSource::Iosb(name) => {
                 let (_, ptr) = self.param(name)?;
@@ -282,7 +292,7 @@ impl CallCx<'_> {
                     return None;
                 }
                 // IO_STATUS_BLOCK.Information, after the 8-byte Status/Pointer union.
-                printers::read_uint(cx, Src::Mem(ptr.wrapping_add(8)), 8).ok()
+                read_uint(Src::Mem(ptr.wrapping_add(8)), 8).ok()
             }
         }
     }

@@ -39,13 +39,23 @@ pub(crate) enum Src {
 /// From a register, the low `width` bytes: the upper bits of a register that
 /// carries a 32-bit argument are not part of the argument.
 pub(crate) fn read_uint(cx: &Cx, src: Src, width: u64) -> Result<u64, Unreadable> {
+    uint_with(src, width, |address, buf| cx.mem.read_exact(address, buf))
+}
+
+/// [`read_uint`] with the memory read done by `read` (which fills the
+/// buffer or fails): the capture walk reads the same way, through its sink.
+pub(crate) fn uint_with(
+    src: Src,
+    width: u64,
+    read: impl FnOnce(u64, &mut [u8]) -> Result<(), Unreadable>,
+) -> Result<u64, Unreadable> {
     let mask = if width >= 8 { u64::MAX } else { (1u64 << (8 * width)) - 1 };
     match src {
         Src::Reg(v) => Ok(v & mask),
         Src::Mem(addr) => {
             let mut b = [0u8; 8];
             let n = width.clamp(1, 8) as usize;
-            cx.mem.read_exact(addr, &mut b[..n])?;
+            read(addr, &mut b[..n])?;
             Ok(u64::from_le_bytes(b) & mask)
         }
     }
@@ -233,7 +243,7 @@ pub(crate) fn bytes(cx: &Cx, addr: u64, len: u64) -> Value {
 }
 
 /// REG_* type numbers (winnt.h).
-mod reg {
+pub(crate) mod reg {
     pub const SZ: u64 = 1;
     pub const EXPAND_SZ: u64 = 2;
     pub const DWORD: u64 = 4;
