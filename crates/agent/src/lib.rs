@@ -20,6 +20,21 @@ pub mod record;
 
 use winstrace_decode::DecodeOptions;
 
+/// `winstrace_agent_attach`'s error returns and what they mean (also what
+/// the tracer prints when the agent reports one through the mapping).
+pub const ATTACH_ERRORS: &[(i32, &str)] = &[
+    (-1, "already attached (or an attach is in progress)"),
+    (-2, "the ring region is not an initialised ring"),
+    (-3, "no thread-local slot for the reentrancy guard"),
+    (-4, "ntdll is not loaded"),
+    (-5, "ntdll's exports are unreadable"),
+    (-6, "no system-call stub recognised"),
+    (-7, "assembling the trampolines failed"),
+    (-8, "no memory for the trampolines within 2 GiB of ntdll"),
+    (-9, "changing a page protection failed"),
+    (-10, "no vectored exception handler for the memory probe"),
+];
+
 /// What the tracer asks of the agent. The tracer writes it into the shared
 /// mapping ([`mapping`]); a DLL attached without one uses the default:
 /// every Nt* stub, `-s 32`.
@@ -49,5 +64,5 @@ mod windows;
 
 #[cfg(all(windows, target_arch = "x86_64"))]
 pub use windows::{
-    winstrace_agent_attach, winstrace_agent_function_index, winstrace_agent_set_thread_traced, ATTACH_ERRORS,
+    winstrace_agent_attach, winstrace_agent_function_index, winstrace_agent_set_thread_traced,
 };

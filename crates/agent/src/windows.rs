@@ -12,8 +12,8 @@ use windows_sys::Win32::Foundation::{
     EXCEPTION_ACCESS_VIOLATION, EXCEPTION_GUARD_PAGE, EXCEPTION_IN_PAGE_ERROR,
 };
 use windows_sys::Win32::System::Diagnostics::Debug::{
-    AddVectoredExceptionHandler, FlushInstructionCache, GetThreadContext, ReadProcessMemory,
-    SetThreadContext, CONTEXT, CONTEXT_CONTROL_AMD64, EXCEPTION_POINTERS, EXCEPTION_RECORD,
+    AddVectoredExceptionHandler, FlushInstructionCache, GetThreadContext, SetThreadContext, CONTEXT,
+    CONTEXT_CONTROL_AMD64, EXCEPTION_POINTERS, EXCEPTION_RECORD,
 };
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
@@ -43,20 +43,6 @@ use crate::record::{
     RECORD_KIND_LIFECYCLE,
 };
 use crate::AgentConfig;
-
-/// `winstrace_agent_attach`'s error returns and what they mean.
-pub const ATTACH_ERRORS: &[(i32, &str)] = &[
-    (-1, "already attached (or an attach is in progress)"),
-    (-2, "the ring region is not an initialised ring"),
-    (-3, "no thread-local slot for the reentrancy guard"),
-    (-4, "ntdll is not loaded"),
-    (-5, "ntdll's exports are unreadable"),
-    (-6, "no system-call stub recognised"),
-    (-7, "assembling the trampolines failed"),
-    (-8, "no memory for the trampolines within 2 GiB of ntdll"),
-    (-9, "changing a page protection failed"),
-    (-10, "no vectored exception handler for the memory probe"),
-];
 
 /// Bytes of the buffer a record is built in, on the calling thread's stack:
 /// the call's header and the memory its capture plan asks for. A capture
@@ -103,6 +89,21 @@ struct State {
     /// Per function: whether its calls are recorded (the tracer's filter
     /// wants them); NtTerminateProcess is hooked even when not.
     recorded: Vec<bool>,
+}
+
+impl State {
+    /// One step of a wait (a full ring, the tracer catching up): some
+    /// spins, then a yield that goes around the hooks.
+    fn wait_a_little(&self) {
+        for _ in 0..64 {
+            spin_loop();
+        }
+        if let Some(yield_now) = self.yield_copy {
+            // SAFETY: an unhooked copy of NtYieldExecution, which takes no
+            // arguments and only returns a status.
+            unsafe { yield_now() };
+        }
+    }
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -236,17 +237,7 @@ fn record_call(frame: *const u8, no_return: u64) {
         plan.capture(&f.args, result, &state.decode, &mut writer);
     }
     let payload = writer.finish(&record);
-    let yield_copy = state.yield_copy;
-    let mut wait = || {
-        for _ in 0..64 {
-            spin_loop();
-        }
-        if let Some(yield_now) = yield_copy {
-            // SAFETY: an unhooked copy of NtYieldExecution, which takes no
-            // arguments and only returns a status.
-            unsafe { yield_now() };
-        }
-    };
+    let mut wait = || state.wait_a_little();
     // A refused record is counted in the ring's lost counter; nothing else
     // to do about it from inside someone else's call.
     let written = !state.recorded.get(function).copied().unwrap_or(true)
@@ -297,17 +288,7 @@ fn report_event(report: impl FnOnce(&State, &mut dyn FnMut())) {
         return;
     }
     teb_write(guard, GUARD_BUSY);
-    let yield_copy = state.yield_copy;
-    let mut wait = || {
-        for _ in 0..64 {
-            spin_loop();
-        }
-        if let Some(yield_now) = yield_copy {
-            // SAFETY: the unhooked copy of NtYieldExecution (see `record_call`).
-            unsafe { yield_now() };
-        }
-    };
-    report(state, &mut wait);
+    report(state, &mut || state.wait_a_little());
     teb_write(guard, GUARD_TRACED);
 }
 
@@ -620,24 +601,14 @@ fn register_probe_handler() -> bool {
     true
 }
 
-/// This process's memory, read through ReadProcessMemory so that a bad
-/// address in a header is an error, not an access violation.
-struct OwnMemory;
+/// This process's memory, read by the probe (`probe_read`): a bad address
+/// in a header is "unreadable", not an access violation, and no system call
+/// is made.
+struct ProbedMemory;
 
-impl TargetMemory for OwnMemory {
+impl TargetMemory for ProbedMemory {
     fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable> {
-        let mut read = 0usize;
-        // SAFETY: the kernel checks the source range; `buf` is ours.
-        let ok = unsafe {
-            ReadProcessMemory(
-                GetCurrentProcess(),
-                address as *const c_void,
-                buf.as_mut_ptr() as *mut c_void,
-                buf.len(),
-                &mut read,
-            )
-        };
-        if ok != 0 && read == buf.len() {
+        if probe_read(address, buf) == buf.len() {
             Ok(())
         } else {
             Err(Unreadable { address })
@@ -649,7 +620,7 @@ impl TargetMemory for OwnMemory {
 /// call into the ring at `ring` (`words` 64-bit words, 8-byte aligned,
 /// already formatted by `Ring::init` and alive as long as the process).
 /// Returns the number of hooked functions, or a negative error
-/// (see [`ATTACH_ERRORS`]). Attaches once per process.
+/// (see [`crate::ATTACH_ERRORS`]). Attaches once per process.
 ///
 /// # Safety
 /// `ring` must point at `words` readable and writable `u64`s that nothing
@@ -700,7 +671,11 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
         return -4;
     }
     let ntdll = ntdll as u64;
-    let Ok(found) = stub::find_stubs(&OwnMemory, ntdll) else { return -5 };
+    // The probe reads the export table, and later every captured argument.
+    if !register_probe_handler() {
+        return -10;
+    }
+    let Ok(found) = stub::find_stubs(&ProbedMemory, ntdll) else { return -5 };
     let mut stubs = Vec::new();
     let mut names = Vec::new();
     let mut recorded = Vec::new();
@@ -744,9 +719,6 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
         // with that (argument-less, status-returning) signature.
         unsafe { std::mem::transmute::<usize, unsafe extern "system" fn() -> i32>(t.copies[i] as usize) }
     });
-    if !register_probe_handler() {
-        return -10;
-    }
     // Plans (and the tables behind them) are built here, not in a hook.
     capture::warm_up();
     let plans = names.iter().map(|n| capture::capture_plan(n)).collect();

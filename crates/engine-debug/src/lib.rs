@@ -25,7 +25,7 @@ pub use windows::{install_ctrl_c_handler, list_processes, trace};
 #[cfg(windows)]
 pub mod live {
     pub use crate::handles::HandleNamer;
-    pub use crate::windows::{detach_requested, peak_working_set, process_identity};
+    pub use crate::windows::{detach_requested, peak_working_set, process_identity, LiveMemory};
 }
 
 /// What to trace.

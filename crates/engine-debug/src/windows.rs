@@ -133,9 +133,11 @@ impl TargetMemory for RecordingMemory<'_> {
     }
 }
 
-/// The live, stopped target's memory.
-struct LiveMemory {
-    process: HANDLE,
+/// A live process's memory, read with ReadProcessMemory (a bad address
+/// is an error, not a fault): the stopped target's here, winstrace's own
+/// ntdll for the in-process engine.
+pub struct LiveMemory {
+    pub process: HANDLE,
 }
 
 impl TargetMemory for LiveMemory {

@@ -158,21 +158,12 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// What an attach error of the agent means (its `ATTACH_ERRORS` table, kept
-/// here too because that table exists only in Windows builds).
+/// What an attach error of the agent means.
 fn attach_error_meaning(code: i32) -> &'static str {
-    match code {
-        -1 => "already attached",
-        -2 => "the ring region is not an initialised ring",
-        -3 => "no thread-local slot",
-        -4 => "ntdll is not loaded",
-        -5 => "ntdll's exports are unreadable",
-        -6 => "no system-call stub recognised",
-        -7 => "assembling the trampolines failed",
-        -8 => "no memory for the trampolines near ntdll",
-        -9 => "changing a page protection failed",
-        _ => "unknown error",
-    }
+    winstrace_agent::ATTACH_ERRORS
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or("unknown error", |(_, meaning)| meaning)
 }
 
 /// The name a record's function index stands for: the agent's table entry,

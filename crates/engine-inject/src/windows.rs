@@ -20,7 +20,6 @@ use windows_sys::Win32::Security::Authorization::{
 use windows_sys::Win32::Security::{
     GetTokenInformation, TokenUser, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
 };
-use windows_sys::Win32::System::Diagnostics::Debug::ReadProcessMemory;
 use windows_sys::Win32::System::Diagnostics::Debug::WriteProcessMemory;
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
@@ -43,7 +42,6 @@ use winstrace_agent::record::{
 };
 use winstrace_agent::AgentConfig;
 use winstrace_core::event::{CallResult, Event, EventKind, EventSink, ProcessStart};
-use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_ring::{Reader, Ring, RingRef};
 
 use crate::handles::HandleTracker;
@@ -276,31 +274,6 @@ fn queue_injection(process: HANDLE, thread: &Handle, dll: &std::path::Path) -> R
     Ok(())
 }
 
-/// This process's memory, read through ReadProcessMemory (a bad address is
-/// an error, not a fault).
-struct OwnMemory;
-
-impl TargetMemory for OwnMemory {
-    fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), Unreadable> {
-        let mut read = 0usize;
-        // SAFETY: the kernel checks the source range; `buf` is ours.
-        let ok = unsafe {
-            ReadProcessMemory(
-                GetCurrentProcess(),
-                address as *const c_void,
-                buf.as_mut_ptr() as *mut c_void,
-                buf.len(),
-                &mut read,
-            )
-        };
-        if ok != 0 && read == buf.len() {
-            Ok(())
-        } else {
-            Err(Unreadable { address })
-        }
-    }
-}
-
 /// What the agent is to do: the decode options, and which functions to
 /// hook. The names come from winstrace's own ntdll, the same file the
 /// target loads (same machine, same architecture).
@@ -311,7 +284,9 @@ fn agent_config(options: &Options) -> Result<AgentConfig, Error> {
         let name = wide("ntdll.dll");
         // SAFETY: NUL-terminated name; ntdll is loaded in every process.
         let ntdll = unsafe { GetModuleHandleW(name.as_ptr()) } as u64;
-        let stubs = winstrace_hook::stub::find_stubs(&OwnMemory, ntdll)
+        // SAFETY: the pseudo-handle of our own process.
+        let own = winstrace_engine_debug::live::LiveMemory { process: unsafe { GetCurrentProcess() } };
+        let stubs = winstrace_hook::stub::find_stubs(&own, ntdll)
             .map_err(|e| Error::Os { what: format!("reading ntdll's exports: {e}"), code: 0 })?;
         functions_to_hook(&options.trace, stubs.iter().map(|s| s.name.as_str()))
     };
@@ -350,7 +325,8 @@ pub fn trace(
     let process = child.as_raw_handle() as HANDLE;
     let result = (|| {
         check_x64(process, pid)?;
-        let shared = Shared::create(pid, options)?;
+        let config = agent_config(options)?;
+        let shared = Shared::create(pid, &config)?;
         let thread = main_thread(pid)?;
         queue_injection(process, &thread, &options.agent_dll)?;
         let command_line =
@@ -370,7 +346,7 @@ pub fn trace(
             return Err(last_error("ResumeThread"));
         }
         drop(thread);
-        follow(pid, process, shared, options, sink)
+        follow(pid, process, shared, &config, options, sink)
     })();
     if result.is_err() {
         // SAFETY: our own child's handle, still open (`child` owns it).
@@ -401,7 +377,8 @@ pub fn attach(pid: u32, options: &Options, sink: &mut dyn EventSink) -> Result<O
     }
     let process = Handle(process);
     check_x64(process.0, pid)?;
-    let shared = Shared::create(pid, options)?;
+    let config = agent_config(options)?;
+    let shared = Shared::create(pid, &config)?;
     let remote = write_remote_path(process.0, &options.agent_dll)?;
     let load_library = load_library_address()?;
     // SAFETY: LoadLibraryW takes one pointer-sized argument and returns a
@@ -417,7 +394,7 @@ pub fn attach(pid: u32, options: &Options, sink: &mut dyn EventSink) -> Result<O
     emit(sink, pid, 0, EventKind::ProcessStart(ProcessStart { image, command_line, attached: true }));
     let loader = remote_thread(process.0, routine, remote)?;
     drop(loader);
-    let result = follow(pid, process.0, shared, options, sink);
+    let result = follow(pid, process.0, shared, &config, options, sink);
     let _ = sink.finish();
     result
 }
@@ -477,17 +454,16 @@ struct Shared {
 impl Shared {
     /// Creates the mapping of process `pid` with the ring and the agent's
     /// config in it.
-    fn create(pid: u32, options: &Options) -> Result<Shared, Error> {
+    fn create(pid: u32, config: &AgentConfig) -> Result<Shared, Error> {
         let ring_words = Ring::region_words(RING_CAPACITY).expect("a 4 MiB ring fits in usize");
-        let config = agent_config(options)?;
-        let layout = Layout::for_config(ring_words, NAMES_BYTES, &config);
+        let layout = Layout::for_config(ring_words, NAMES_BYTES, config);
         let (section, view) = create_mapping(pid, layout.total_words())?;
         let view: &'static View = Box::leak(Box::new(view));
         std::mem::forget(section);
         let region = view.words();
         let ring = Ring::init(layout.ring(region), RING_CAPACITY).map_err(|e| Error::Ring(e.to_string()))?;
         ring.set_consumer_alive(true);
-        layout.write_header(region, &config);
+        layout.write_header(region, config);
         Ok(Shared { region, layout })
     }
 }
@@ -534,6 +510,7 @@ fn follow(
     pid: u32,
     process: HANDLE,
     shared: Shared,
+    config: &AgentConfig,
     options: &Options,
     sink: &mut dyn EventSink,
 ) -> Result<Outcome, Error> {
@@ -655,7 +632,7 @@ fn follow(
         sessions.retain(|s| s.exit_code.is_none());
         for (parent_pid, parent, parent_region, child) in children {
             // Whatever happens to the child, the parent may go on.
-            let session = start_child(parent_pid, parent, &child, options, sink);
+            let session = start_child(parent_pid, parent, &child, config, options, sink);
             mapping::acknowledge_child(parent_region);
             match session {
                 Ok(session) => sessions.push(session),
@@ -713,6 +690,7 @@ fn start_child(
     parent_pid: u32,
     parent: HANDLE,
     child: &ChildRecord,
+    config: &AgentConfig,
     options: &Options,
     sink: &mut dyn EventSink,
 ) -> Result<Session, Error> {
@@ -741,7 +719,7 @@ fn start_child(
     // SAFETY: a process handle of ours.
     let pid = unsafe { GetProcessId(process.0) };
     check_x64(process.0, pid)?;
-    let shared = Shared::create(pid, options)?;
+    let shared = Shared::create(pid, config)?;
     queue_injection(process.0, &thread, &options.agent_dll)?;
     let (image, command_line) = winstrace_engine_debug::live::process_identity(process.0);
     emit(sink, pid, 0, EventKind::ProcessStart(ProcessStart { image, command_line, attached: false }));
