@@ -195,6 +195,13 @@ pub unsafe extern "C" fn winstrace_agent_function_index(name: *const u8, len: us
 /// The callback of every hooked call (see `winstrace_hook::inline`): runs
 /// on the calling thread with `frame` pointing at the saved frame.
 extern "win64" fn on_call(frame: *const u8, no_return: u64) {
+    as_traced_thread(|| record_call(frame, no_return));
+}
+
+/// Runs `f` with the calling thread's guard set to busy (calls it makes
+/// meanwhile pass untraced), if the agent is still recording and the thread
+/// is traced and not already inside the agent.
+fn as_traced_thread(f: impl FnOnce()) {
     if DETACHED.load(Ordering::Relaxed) {
         return;
     }
@@ -203,7 +210,7 @@ extern "win64" fn on_call(frame: *const u8, no_return: u64) {
         return;
     }
     teb_write(guard, GUARD_BUSY);
-    record_call(frame, no_return);
+    f();
     teb_write(guard, GUARD_TRACED);
 }
 
@@ -280,16 +287,7 @@ fn write_lifecycle(ring: &RingRef<'_>, kind: u32, values: [u64; 3], text: &[u16]
 /// untraced), if the agent is attached, recording, and the thread traced.
 fn report_event(report: impl FnOnce(&State, &mut dyn FnMut())) {
     let Some(state) = STATE.get() else { return };
-    if DETACHED.load(Ordering::Relaxed) {
-        return;
-    }
-    let Some(guard) = guard_offset() else { return };
-    if teb_read(guard) != GUARD_TRACED {
-        return;
-    }
-    teb_write(guard, GUARD_BUSY);
-    report(state, &mut || state.wait_a_little());
-    teb_write(guard, GUARD_TRACED);
+    as_traced_thread(|| report(state, &mut || state.wait_a_little()));
 }
 
 /// UTF-16 units of a UNICODE_STRING of this process, cut to `out`'s size.
