@@ -142,7 +142,7 @@ fn query_unicode(handle: HANDLE, class: i32) -> Option<String> {
 }
 
 /// The tracer's own user SID, as `S-1-5-...`, whose hive is HKCU.
-fn current_user_sid() -> Option<String> {
+pub fn current_user_sid() -> Option<String> {
     // SAFETY: standard token query; every buffer is sized by the call and
     // the string from ConvertSidToStringSidW is freed with LocalFree.
     unsafe {

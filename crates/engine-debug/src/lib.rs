@@ -24,7 +24,7 @@ pub use windows::{install_ctrl_c_handler, list_processes, trace};
 /// `-y`, winstrace's own peak memory.
 #[cfg(windows)]
 pub mod live {
-    pub use crate::handles::HandleNamer;
+    pub use crate::handles::{current_user_sid, HandleNamer};
     pub use crate::windows::{detach_requested, peak_working_set, process_identity, LiveMemory};
 }
 

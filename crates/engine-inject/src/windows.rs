@@ -15,11 +15,9 @@ use windows_sys::Win32::Foundation::{
     HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
 };
-use windows_sys::Win32::Security::{
-    GetTokenInformation, TokenUser, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
-};
+use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
 use windows_sys::Win32::System::Diagnostics::Debug::WriteProcessMemory;
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
@@ -31,10 +29,9 @@ use windows_sys::Win32::System::Memory::{
 };
 use windows_sys::Win32::System::Threading::{
     CreateRemoteThread, GetCurrentProcess, GetExitCodeProcess, GetProcessId, IsWow64Process, OpenProcess,
-    OpenProcessToken, OpenThread, QueueUserAPC, ResumeThread, TerminateProcess, WaitForSingleObject,
-    CREATE_SUSPENDED, PROCESS_CREATE_THREAD, PROCESS_DUP_HANDLE, PROCESS_QUERY_INFORMATION,
-    PROCESS_SYNCHRONIZE, PROCESS_VM_OPERATION, PROCESS_VM_READ, PROCESS_VM_WRITE, THREAD_SET_CONTEXT,
-    THREAD_SUSPEND_RESUME,
+    OpenThread, QueueUserAPC, ResumeThread, TerminateProcess, WaitForSingleObject, CREATE_SUSPENDED,
+    PROCESS_CREATE_THREAD, PROCESS_DUP_HANDLE, PROCESS_QUERY_INFORMATION, PROCESS_SYNCHRONIZE,
+    PROCESS_VM_OPERATION, PROCESS_VM_READ, PROCESS_VM_WRITE, THREAD_SET_CONTEXT, THREAD_SUSPEND_RESUME,
 };
 use winstrace_agent::mapping::{self, AgentState, Layout};
 use winstrace_agent::record::{
@@ -97,47 +94,12 @@ fn wide(s: &str) -> Vec<u16> {
     s.encode_utf16().chain([0]).collect()
 }
 
-/// The current user's SID as a string (`S-1-5-21-...`).
-fn current_user_sid() -> Result<String, Error> {
-    let mut token: HANDLE = std::ptr::null_mut();
-    // SAFETY: our own process's token, for querying.
-    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
-        return Err(last_error("OpenProcessToken"));
-    }
-    let token = Handle(token);
-    let mut needed = 0u32;
-    // SAFETY: a size query: no buffer.
-    unsafe { GetTokenInformation(token.0, TokenUser, std::ptr::null_mut(), 0, &mut needed) };
-    // u64 words: TOKEN_USER holds pointers, so the buffer must be aligned.
-    let mut buf = vec![0u64; (needed as usize).div_ceil(8).max(1)];
-    // SAFETY: `buf` has room for `needed` bytes.
-    if unsafe {
-        GetTokenInformation(token.0, TokenUser, buf.as_mut_ptr() as *mut c_void, needed, &mut needed)
-    } == 0
-    {
-        return Err(last_error("GetTokenInformation"));
-    }
-    // SAFETY: the call filled `buf` with a TOKEN_USER (its SID points
-    // inside `buf`, which lives until the end of this function).
-    let sid = unsafe { (*(buf.as_ptr() as *const TOKEN_USER)).User.Sid };
-    let mut text: *mut u16 = std::ptr::null_mut();
-    // SAFETY: a valid SID; the string is allocated with LocalAlloc.
-    if unsafe { ConvertSidToStringSidW(sid, &mut text) } == 0 {
-        return Err(last_error("ConvertSidToStringSidW"));
-    }
-    // SAFETY: `text` is a NUL-terminated UTF-16 string from the call.
-    let len = (0..).take_while(|&i| unsafe { *text.add(i) } != 0).count();
-    // SAFETY: `len` units are readable at `text`.
-    let sid = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(text, len) });
-    // SAFETY: frees the string ConvertSidToStringSidW allocated.
-    unsafe { LocalFree(text as *mut c_void) };
-    Ok(sid)
-}
-
 /// Creates the named mapping for process `pid`, accessible to the current
 /// user only (an explicit, protected DACL with one ACE), and maps it.
 fn create_mapping(pid: u32, words: usize) -> Result<(Handle, View), Error> {
-    let sddl = wide(&format!("D:P(A;;GA;;;{})", current_user_sid()?));
+    let sid = winstrace_engine_debug::live::current_user_sid()
+        .ok_or_else(|| last_error("finding the current user's SID"))?;
+    let sddl = wide(&format!("D:P(A;;GA;;;{sid})"));
     let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
     // SAFETY: NUL-terminated SDDL; the descriptor is freed below.
     if unsafe {
@@ -521,6 +483,7 @@ fn follow(
         (seconds > 0.01).then(|| read_tsc().wrapping_sub(tsc0) as f64 / seconds)
     };
     let mut lookups = options.handle_names.then(winstrace_engine_debug::live::HandleNamer::new);
+    let user_sid = lookups.as_ref().and_then(|l| l.user_sid().map(str::to_string));
     let mut calls = 0u64;
     let mut first_exit_code = None;
     let mut hooked_functions = 0u64;
@@ -602,7 +565,6 @@ fn follow(
                     continue;
                 }
                 if let Some(lookups) = lookups.as_mut() {
-                    let user_sid = lookups.user_sid().map(str::to_string);
                     let (process, pid) = (session.process, session.pid);
                     let mut lookup = |handle: u64| {
                         lookups.forget(pid, handle);
