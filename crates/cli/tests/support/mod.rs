@@ -118,7 +118,7 @@ fn run_winstrace(args: &[&std::ffi::OsStr]) -> Output {
 pub fn winstrace(args: &[&str]) -> Run {
     let trace_path = temp_path("trace.txt");
     let mut all: Vec<&std::ffi::OsStr> = vec!["-o".as_ref(), trace_path.as_os_str()];
-    all.extend(args.iter().map(|a| std::ffi::OsStr::new(a)));
+    all.extend(args.iter().map(std::ffi::OsStr::new));
     let out = run_winstrace(&all);
     let trace = std::fs::read_to_string(&trace_path).unwrap_or_default();
     let _ = std::fs::remove_file(&trace_path);
@@ -149,7 +149,7 @@ pub fn trace_testprog(args: &[&str]) -> Run {
 
 /// Runs winstrace without `-o`, for error cases: (exit code, stdout, stderr).
 pub fn winstrace_plain(args: &[&str]) -> (u32, String, String) {
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| std::ffi::OsStr::new(a)).collect();
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
     let out = run_winstrace(&args);
     (
         out.status.code().expect("an exit code") as u32,
