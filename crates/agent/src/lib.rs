@@ -47,9 +47,6 @@ pub struct AgentConfig {
     /// `-e trace=` filters out is then not hooked at all and runs at full
     /// speed.
     pub only: Option<Vec<String>>,
-    /// `-f`: report each child process the traced process creates and wait
-    /// until the tracer has injected it (see [`record::ChildRecord`]).
-    pub follow_children: bool,
 }
 
 impl AgentConfig {

@@ -7,7 +7,7 @@
 //!
 //! | word | field | written by |
 //! | --- | --- | --- |
-//! | 0 | magic `b"wsMAP\0\0\x02"` (the last byte is the layout version; stored last, Release) | tracer |
+//! | 0 | magic `b"wsMAP\0\0\x03"` (the last byte is the layout version; stored last, Release) | tracer |
 //! | 1 | ring offset (bytes, a multiple of 8) | tracer |
 //! | 2 | ring size (bytes: header and data area, see winstrace-ring) | tracer |
 //! | 3 | name table offset (bytes, a multiple of 8) | tracer |
@@ -16,12 +16,13 @@
 //! | 6 | `winstrace_agent_attach`'s result (an `i32` sign-extended) | agent |
 //! | 7 | name table length (bytes) | agent |
 //! | 8 | string limit (`-s`) the tracer decodes with | tracer |
-//! | 9 | options: bit 0 = raw decoding (capture nothing), bit 1 = hook only the functions of the request table, bit 2 = follow children | tracer |
+//! | 9 | options: bit 0 = raw decoding (capture nothing), bit 1 = hook only the functions of the request table | tracer |
 //! | 10 | request table offset (bytes, a multiple of 8) | tracer |
 //! | 11 | request table length (bytes) | tracer |
 //! | 12 | address of `winstrace_agent_detach` in the agent's process (0 if none) | agent |
-//! | 13 | children acknowledged: how many child records the tracer has handled (injected the child, or given up on it) | tracer |
-//! | 14.. | ring, then name table, then request table | |
+//! | 13 | processed: the ring position (bytes) up to which the tracer has handled the records, decoding included | tracer |
+//! | 14 | address of the agent's in-flight table in its process (see `winstrace_hook::trampoline::SLOTS_BYTES`; 0 if none) | agent |
+//! | 15.. | ring, then name table, then request table | |
 //!
 //! Both tables hold function names, ASCII, each followed by `\n`, packed
 //! little-endian into the words. The name table lists the hooked
@@ -39,10 +40,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::AgentConfig;
 
-/// Word 0: `wsMAP`, two zero bytes, layout version 2.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"wsMAP\0\0\x02");
+/// Word 0: `wsMAP`, two zero bytes, layout version 3.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"wsMAP\0\0\x03");
 /// Words of the header, before the ring.
-pub const HEADER_WORDS: usize = 14;
+pub const HEADER_WORDS: usize = 15;
 /// Word 5 value: the agent attached; words 6 and 7 and the table are set.
 pub const AGENT_ATTACHED: u64 = 1;
 /// Word 5 value: the agent found the mapping but attaching failed (word 6
@@ -62,11 +63,11 @@ const W_OPTIONS: usize = 9;
 const W_REQUEST_OFFSET: usize = 10;
 const W_REQUEST_LENGTH: usize = 11;
 const W_DETACH_ROUTINE: usize = 12;
-const W_CHILDREN_ACKNOWLEDGED: usize = 13;
+const W_PROCESSED: usize = 13;
+const W_IN_FLIGHT_TABLE: usize = 14;
 
 const OPTION_RAW: u64 = 1;
 const OPTION_ONLY_REQUESTED: u64 = 2;
-const OPTION_FOLLOW_CHILDREN: u64 = 4;
 
 /// The mapping of process `pid`: a session-local name.
 pub fn mapping_name(pid: u32) -> String {
@@ -147,8 +148,7 @@ impl Layout {
             }
         }
         let options = if config.decode.raw { OPTION_RAW } else { 0 }
-            | if request.is_some() { OPTION_ONLY_REQUESTED } else { 0 }
-            | if config.follow_children { OPTION_FOLLOW_CHILDREN } else { 0 };
+            | if request.is_some() { OPTION_ONLY_REQUESTED } else { 0 };
         let values = [
             (W_RING_OFFSET, self.ring_offset * 8),
             (W_RING_BYTES, self.ring_words * 8),
@@ -162,7 +162,7 @@ impl Layout {
             (W_REQUEST_OFFSET, self.request_offset * 8),
             (W_REQUEST_LENGTH, request_len),
             (W_DETACH_ROUTINE, 0),
-            (W_CHILDREN_ACKNOWLEDGED, 0),
+            (W_PROCESSED, 0),
         ];
         for (word, value) in values {
             region[word].store(value as u64, Ordering::Relaxed);
@@ -222,24 +222,28 @@ pub fn read_config(region: &[AtomicU64], layout: &Layout) -> AgentConfig {
         names.sort();
         names
     });
-    AgentConfig { decode, only, follow_children: options & OPTION_FOLLOW_CHILDREN != 0 }
+    AgentConfig { decode, only }
 }
 
-/// Tracer side: one more child record handled.
-pub fn acknowledge_child(region: &[AtomicU64]) {
-    if let Some(word) = region.get(W_CHILDREN_ACKNOWLEDGED) {
-        // Release: the child's mapping and injection come before.
-        word.fetch_add(1, Ordering::Release);
+/// Tracer side: every record before ring position `position` is handled
+/// (decoded, its handles named). Reading a record is not enough: the
+/// process's exit waits for this (see the agent's `wait_for_tracer`), so
+/// that what the tracer looks up in the living process is still there.
+pub fn acknowledge_processed(region: &[AtomicU64], position: u64) {
+    if let Some(word) = region.get(W_PROCESSED) {
+        word.fetch_max(position, Ordering::Release);
     }
 }
 
-/// Agent side: how many child records the tracer has handled.
-pub fn children_acknowledged(region: &[AtomicU64]) -> u64 {
-    region.get(W_CHILDREN_ACKNOWLEDGED).map_or(0, |w| w.load(Ordering::Acquire))
+/// Agent side: the ring position up to which the tracer has handled the
+/// records.
+pub fn processed(region: &[AtomicU64]) -> u64 {
+    region.get(W_PROCESSED).map_or(0, |w| w.load(Ordering::Acquire))
 }
 
-/// Agent side: writes the names (record index order), the attach result
-/// and the address of its detach routine, then publishes them. Names that do not fit, and non-ASCII or `\n`
+/// Agent side: writes the names (record index order), the attach result,
+/// the addresses of its detach routine and of its in-flight table, then
+/// publishes them. Names that do not fit, and non-ASCII or `\n`
 /// characters, make the table end early (the tracer then shows such
 /// functions by number).
 pub fn publish_names<'n>(
@@ -248,6 +252,7 @@ pub fn publish_names<'n>(
     names: impl Iterator<Item = &'n str>,
     attach_result: i32,
     detach_routine: u64,
+    in_flight_table: u64,
 ) {
     let table = &region[layout.names_offset..layout.names_offset + layout.names_words];
     let capacity = table.len() * 8;
@@ -275,6 +280,7 @@ pub fn publish_names<'n>(
     }
     region[W_ATTACH_RESULT].store(attach_result as i64 as u64, Ordering::Relaxed);
     region[W_DETACH_ROUTINE].store(detach_routine, Ordering::Relaxed);
+    region[W_IN_FLIGHT_TABLE].store(in_flight_table, Ordering::Relaxed);
     region[W_NAMES_LENGTH].store(len as u64, Ordering::Relaxed);
     let state = if attach_result >= 0 { AGENT_ATTACHED } else { AGENT_FAILED };
     // Release: a tracer that sees the state sees the table and result.
@@ -288,6 +294,16 @@ pub fn publish_names<'n>(
 pub fn detach_routine(region: &[AtomicU64]) -> u64 {
     match region.get(W_AGENT_STATE).map(|w| w.load(Ordering::Acquire)) {
         Some(AGENT_ATTACHED) => region[W_DETACH_ROUTINE].load(Ordering::Relaxed),
+        _ => 0,
+    }
+}
+
+/// Tracer side: where the agent's in-flight table is in its process, once
+/// the agent has attached; 0 if unknown. Only ever read from there, with
+/// ReadProcessMemory, and parsed as untrusted.
+pub fn in_flight_table(region: &[AtomicU64]) -> u64 {
+    match region.get(W_AGENT_STATE).map(|w| w.load(Ordering::Acquire)) {
+        Some(AGENT_ATTACHED) => region[W_IN_FLIGHT_TABLE].load(Ordering::Relaxed),
         _ => 0,
     }
 }
@@ -330,6 +346,7 @@ pub fn fuzz_mapping(region: &[AtomicU64]) {
         let _ = read_config(region, &layout);
         let _ = read_agent_state(region, &layout);
         let _ = detach_routine(region);
+        let _ = in_flight_table(region);
     }
 }
 
@@ -370,7 +387,6 @@ mod tests {
         let config = AgentConfig {
             decode: winstrace_decode::DecodeOptions { string_limit: 200, raw: true },
             only: Some(vec!["NtClose".into(), "NtCreateFile".into(), "NtQueryAttributesFile".into()]),
-            follow_children: true,
         };
         let layout = Layout::for_config(16, 64, &config);
         let r = region(layout.total_words());
@@ -381,9 +397,10 @@ mod tests {
         assert_eq!(got, config);
         assert!(got.wants("NtClose") && !got.wants("NtOpenFile"));
         assert!(AgentConfig::default().wants("NtOpenFile"));
-        assert_eq!(children_acknowledged(&r), 0);
-        acknowledge_child(&r);
-        assert_eq!(children_acknowledged(&r), 1);
+        assert_eq!(processed(&r), 0);
+        acknowledge_processed(&r, 4096);
+        acknowledge_processed(&r, 1024);
+        assert_eq!(processed(&r), 4096, "it only moves forward");
         // A request table with a non-ASCII byte hooks nothing.
         r[layout.request_offset].store(0xff, Ordering::Relaxed);
         assert_eq!(read_config(&r, &read).only, Some(vec![]));
@@ -396,12 +413,14 @@ mod tests {
         layout.write_header(&r, &AgentConfig::default());
         assert_eq!(read_agent_state(&r, &layout), AgentState::Pending);
         let names = ["NtClose", "NtCreateFile", "NtQueryAttributesFile"];
-        publish_names(&r, &layout, names.iter().copied(), 3, 0x7ff0_1234);
+        assert_eq!(in_flight_table(&r), 0, "nothing before the agent attached");
+        publish_names(&r, &layout, names.iter().copied(), 3, 0x7ff0_1234, 0x7ff0_8000);
         assert_eq!(
             read_agent_state(&r, &layout),
             AgentState::Attached(names.iter().map(|s| s.to_string()).collect())
         );
         assert_eq!(detach_routine(&r), 0x7ff0_1234);
+        assert_eq!(in_flight_table(&r), 0x7ff0_8000);
     }
 
     #[test]
@@ -409,9 +428,9 @@ mod tests {
         let layout = Layout::new(4, 16, 0);
         let r = region(layout.total_words());
         layout.write_header(&r, &AgentConfig::default());
-        publish_names(&r, &layout, ["NtClose", "NtOpenFile", "NtX"].into_iter(), 3, 0);
+        publish_names(&r, &layout, ["NtClose", "NtOpenFile", "NtX"].into_iter(), 3, 0, 0);
         assert_eq!(read_agent_state(&r, &layout), AgentState::Attached(vec!["NtClose".into()]));
-        publish_names(&r, &layout, std::iter::empty(), -6, 0x1000);
+        publish_names(&r, &layout, std::iter::empty(), -6, 0x1000, 0x2000);
         assert_eq!(read_agent_state(&r, &layout), AgentState::Failed(-6));
         assert_eq!(detach_routine(&r), 0, "only an attached agent has one");
     }

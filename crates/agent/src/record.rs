@@ -28,126 +28,10 @@ use std::fmt;
 
 use winstrace_decode::capture::{copy_from_pieces, held_in, CaptureSink};
 
-/// The ring record kind of a call record.
+/// The ring record kind of a call record (the only kind the agent writes;
+/// the tracer skips any other).
 pub const RECORD_KIND_CALL: u32 = 1;
-/// The ring record kind of a [`ChildRecord`].
-pub const RECORD_KIND_CHILD: u32 = 2;
 
-/// The ring record kind of a [`LifecycleRecord`].
-pub const RECORD_KIND_LIFECYCLE: u32 = 3;
-
-/// What the agent saw happen in its process besides calls: what a debugger
-/// learns from debug events, learnt from inside (the DLL's thread
-/// notifications, the loader's DLL notifications, a vectored exception
-/// handler). Payload: kind (u32), thread id (u32), three u64 values, then
-/// UTF-16 text (little-endian) to the end.
-///
-/// | kind | event | values | text |
-/// | --- | --- | --- | --- |
-/// | 1 | thread started | start address | |
-/// | 2 | thread exiting | exit status | |
-/// | 3 | DLL loaded | base | full path |
-/// | 4 | DLL unloaded | base | |
-/// | 5 | exception (first chance) | code, address | |
-/// | 6 | debug string | | the text |
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LifecycleRecord {
-    pub kind: u32,
-    pub thread_id: u32,
-    pub values: [u64; 3],
-    pub text: Vec<u16>,
-}
-
-/// [`LifecycleRecord`] kinds.
-pub mod lifecycle {
-    pub const THREAD_START: u32 = 1;
-    pub const THREAD_EXIT: u32 = 2;
-    pub const DLL_LOAD: u32 = 3;
-    pub const DLL_UNLOAD: u32 = 4;
-    pub const EXCEPTION: u32 = 5;
-    pub const DEBUG_STRING: u32 = 6;
-    /// Bytes before the text.
-    pub const HEADER_BYTES: usize = 32;
-}
-
-impl LifecycleRecord {
-    /// Writes a record into `out` (on the agent's stack: no heap) and
-    /// returns its length; the text is cut to fit.
-    pub fn encode_into(kind: u32, thread_id: u32, values: [u64; 3], text: &[u16], out: &mut [u8]) -> usize {
-        if out.len() < lifecycle::HEADER_BYTES {
-            return 0;
-        }
-        out[0..4].copy_from_slice(&kind.to_le_bytes());
-        out[4..8].copy_from_slice(&thread_id.to_le_bytes());
-        for (i, v) in values.iter().enumerate() {
-            out[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_le_bytes());
-        }
-        let room = (out.len() - lifecycle::HEADER_BYTES) / 2;
-        let units = text.len().min(room);
-        for (i, u) in text[..units].iter().enumerate() {
-            let at = lifecycle::HEADER_BYTES + 2 * i;
-            out[at..at + 2].copy_from_slice(&u.to_le_bytes());
-        }
-        lifecycle::HEADER_BYTES + 2 * units
-    }
-
-    /// Parses a payload; `None` if it is too short, has an odd text length
-    /// or an unknown kind.
-    pub fn decode(bytes: &[u8]) -> Option<LifecycleRecord> {
-        if bytes.len() < lifecycle::HEADER_BYTES || (bytes.len() - lifecycle::HEADER_BYTES) % 2 != 0 {
-            return None;
-        }
-        let kind = u32_at(bytes, 0);
-        if !(lifecycle::THREAD_START..=lifecycle::DEBUG_STRING).contains(&kind) {
-            return None;
-        }
-        let text = bytes[lifecycle::HEADER_BYTES..]
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        Some(LifecycleRecord {
-            kind,
-            thread_id: u32_at(bytes, 4),
-            values: [u64_at(bytes, 8), u64_at(bytes, 16), u64_at(bytes, 24)],
-            text,
-        })
-    }
-}
-
-/// `-f`: the traced process created a child (NtCreateUserProcess returned
-/// success; the child's first thread is still suspended). Three
-/// little-endian u64: the handle values (in the creating process) of the
-/// child process and of its first thread, and the child's sequence number
-/// (0, 1, ...). The agent waits until the tracer has acknowledged it (see
-/// `mapping::acknowledge_child`) before the creator goes on and resumes
-/// the child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChildRecord {
-    pub process_handle: u64,
-    pub thread_handle: u64,
-    pub sequence: u64,
-}
-
-impl ChildRecord {
-    pub const BYTES: usize = 24;
-
-    pub fn encode(&self) -> [u8; Self::BYTES] {
-        let mut b = [0u8; Self::BYTES];
-        b[0..8].copy_from_slice(&self.process_handle.to_le_bytes());
-        b[8..16].copy_from_slice(&self.thread_handle.to_le_bytes());
-        b[16..24].copy_from_slice(&self.sequence.to_le_bytes());
-        b
-    }
-
-    /// Parses a payload; `None` unless it is exactly [`Self::BYTES`] long.
-    pub fn decode(bytes: &[u8]) -> Option<ChildRecord> {
-        (bytes.len() == Self::BYTES).then(|| ChildRecord {
-            process_handle: u64_at(bytes, 0),
-            thread_handle: u64_at(bytes, 8),
-            sequence: u64_at(bytes, 16),
-        })
-    }
-}
 /// The layout version this module writes and reads.
 pub const RECORD_VERSION: u16 = 2;
 /// Arguments per record: the most any Nt* function takes.
@@ -447,34 +331,6 @@ mod tests {
             got,
             vec![(0x1010, vec![0x10, 0x11, 0x12, 0x13, 0x14]), (0x1ffc, vec![0xfc, 0xfd, 0xfe, 0xff])]
         );
-    }
-
-    #[test]
-    fn lifecycle_records_round_trip_cut_their_text_and_refuse_garbage() {
-        let text: Vec<u16> = "C:\\windows\\system32\\kernel32.dll".encode_utf16().collect();
-        let mut buf = [0u8; 256];
-        let n = LifecycleRecord::encode_into(lifecycle::DLL_LOAD, 7, [0x7b60_0000, 0, 0], &text, &mut buf);
-        let r = LifecycleRecord::decode(&buf[..n]).unwrap();
-        assert_eq!((r.kind, r.thread_id, r.values[0]), (lifecycle::DLL_LOAD, 7, 0x7b60_0000));
-        assert_eq!(String::from_utf16_lossy(&r.text), "C:\\windows\\system32\\kernel32.dll");
-        let mut small = [0u8; 40];
-        let n = LifecycleRecord::encode_into(lifecycle::DEBUG_STRING, 1, [0; 3], &text, &mut small);
-        assert_eq!(n, 40);
-        assert_eq!(LifecycleRecord::decode(&small[..n]).unwrap().text.len(), 4);
-        assert_eq!(LifecycleRecord::encode_into(1, 1, [0; 3], &text, &mut [0u8; 31]), 0);
-        assert_eq!(LifecycleRecord::decode(&buf[..31]), None);
-        assert_eq!(LifecycleRecord::decode(&buf[..33]), None);
-        let mut bad = buf;
-        bad[0] = 9;
-        assert_eq!(LifecycleRecord::decode(&bad[..40]), None);
-    }
-
-    #[test]
-    fn child_records_round_trip_and_refuse_other_lengths() {
-        let c = ChildRecord { process_handle: 0x1c4, thread_handle: 0x1c8, sequence: 2 };
-        assert_eq!(ChildRecord::decode(&c.encode()), Some(c));
-        assert_eq!(ChildRecord::decode(&c.encode()[..23]), None);
-        assert_eq!(ChildRecord::decode(&[0u8; 25]), None);
     }
 
     #[test]

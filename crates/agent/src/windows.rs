@@ -6,19 +6,18 @@ use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use windows_sys::Wdk::System::Threading::NtQueryInformationThread;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, HMODULE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::Foundation::{
     EXCEPTION_ACCESS_VIOLATION, EXCEPTION_GUARD_PAGE, EXCEPTION_IN_PAGE_ERROR,
 };
 use windows_sys::Win32::System::Diagnostics::Debug::{
     AddVectoredExceptionHandler, FlushInstructionCache, GetThreadContext, SetThreadContext, CONTEXT,
-    CONTEXT_CONTROL_AMD64, EXCEPTION_POINTERS, EXCEPTION_RECORD,
+    CONTEXT_CONTROL_AMD64, EXCEPTION_POINTERS,
 };
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
 };
-use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
+use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
 use windows_sys::Win32::System::Memory::{
     MapViewOfFile, OpenFileMappingW, VirtualAlloc, VirtualProtect, VirtualQuery, FILE_MAP_READ,
     FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEM_COMMIT, MEM_FREE, MEM_RESERVE, PAGE_EXECUTE_READ,
@@ -31,17 +30,14 @@ use windows_sys::Win32::System::Threading::{
 };
 use winstrace_core::memory::{TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{Frame, StubToTrace, FRAME_SIZE};
-use winstrace_hook::{inline, is_no_return, stub};
+use winstrace_hook::{inline, is_no_return, stub, trampoline};
 use winstrace_ring::{Ring, RingRef};
 
 use winstrace_decode::capture::{self, CapturePlan};
 use winstrace_decode::DecodeOptions;
 
 use crate::mapping::{self, Layout};
-use crate::record::{
-    lifecycle, CallRecord, ChildRecord, LifecycleRecord, RecordWriter, RECORD_KIND_CALL, RECORD_KIND_CHILD,
-    RECORD_KIND_LIFECYCLE,
-};
+use crate::record::{CallRecord, RecordWriter, RECORD_KIND_CALL};
 use crate::AgentConfig;
 
 /// Bytes of the buffer a record is built in, on the calling thread's stack:
@@ -68,6 +64,8 @@ const GUARD_EXCLUDED: u64 = 2;
 /// What `on_call` needs, set once before the first stub is patched.
 struct State {
     ring: RingRef<'static>,
+    /// The in-flight table the return routine keeps (for the tracer).
+    in_flight: u64,
     /// Stub-copy addresses, increasing: a frame's copy gives the function.
     copies: Vec<u64>,
     names: Vec<String>,
@@ -81,11 +79,6 @@ struct State {
     patches: Vec<Patch>,
     /// NtTerminateProcess's function index (see `wait_for_tracer`).
     terminate: Option<usize>,
-    /// NtCreateUserProcess's function index when following children.
-    create_process: Option<usize>,
-    /// NtTerminateThread's function index (a thread's exit, see
-    /// `record_call`).
-    terminate_thread: Option<usize>,
     /// Per function: whether its calls are recorded (the tracer's filter
     /// wants them); NtTerminateProcess is hooked even when not.
     recorded: Vec<bool>,
@@ -251,225 +244,30 @@ fn record_call(frame: *const u8, no_return: u64) {
         || state.ring.write(RECORD_KIND_CALL, payload, &mut wait).is_ok();
     if written && !returned && Some(function) == state.terminate && (f.args[0] == 0 || f.args[0] == u64::MAX)
     {
-        EXITING.store(true, Ordering::Relaxed);
         wait_for_tracer(&state.ring, &mut wait);
     }
-    // A thread ending itself (RtlExitUserThread): NtCurrentThread() is -2.
-    if !returned && Some(function) == state.terminate_thread && (f.args[0] == 0 || f.args[0] == u64::MAX - 1)
-    {
-        write_lifecycle(&state.ring, lifecycle::THREAD_EXIT, [f.args[1] & 0xffff_ffff, 0, 0], &[], &mut wait);
-    }
-    if returned && Some(function) == state.create_process && (f.rax as i32) >= 0 {
-        // ProcessHandle and ThreadHandle: the first two parameters, out.
-        let mut process_handle = [0u8; 8];
-        let mut thread_handle = [0u8; 8];
-        if probe_read(f.args[0], &mut process_handle) == 8 && probe_read(f.args[1], &mut thread_handle) == 8 {
-            let (process_handle, thread_handle) =
-                (u64::from_le_bytes(process_handle), u64::from_le_bytes(thread_handle));
-            report_child(&state.ring, process_handle, thread_handle, &mut wait);
-        }
-    }
-}
-
-/// Bytes of a lifecycle record built on the stack (paths and debug strings
-/// are cut to fit).
-const LIFECYCLE_BUFFER: usize = 2048;
-
-/// Writes a [`LifecycleRecord`] of the calling thread.
-fn write_lifecycle(ring: &RingRef<'_>, kind: u32, values: [u64; 3], text: &[u16], wait: &mut dyn FnMut()) {
-    let mut buffer = [0u8; LIFECYCLE_BUFFER];
-    let thread_id = teb_read(TEB_THREAD_ID) as u32;
-    let len = LifecycleRecord::encode_into(kind, thread_id, values, text, &mut buffer);
-    let _ = ring.write(RECORD_KIND_LIFECYCLE, &buffer[..len], wait);
-}
-
-/// Runs `report` with the calling thread's guard set to busy (its own calls
-/// untraced), if the agent is attached, recording, and the thread traced.
-fn report_event(report: impl FnOnce(&State, &mut dyn FnMut())) {
-    let Some(state) = STATE.get() else { return };
-    as_traced_thread(|| report(state, &mut || state.wait_a_little()));
-}
-
-/// UTF-16 units of a UNICODE_STRING of this process, cut to `out`'s size.
-fn read_unicode_string(address: u64, out: &mut [u16]) -> usize {
-    let mut header = [0u8; 16];
-    if address == 0 || probe_read(address, &mut header) != 16 {
-        return 0;
-    }
-    let length = usize::from(u16::from_le_bytes([header[0], header[1]])) / 2;
-    let buffer = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
-    let units = length.min(out.len());
-    let mut bytes = [0u8; 2 * 512];
-    let units = units.min(bytes.len() / 2);
-    let got = probe_read(buffer, &mut bytes[..2 * units]) / 2;
-    for (i, unit) in out.iter_mut().take(got).enumerate() {
-        *unit = u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]);
-    }
-    got
-}
-
-/// `LdrRegisterDllNotification`'s callback: a DLL was loaded (1) or
-/// unloaded (2). `data` starts with Flags (u32), then pointers to the full
-/// and base names (UNICODE_STRING), the base and the size.
-unsafe extern "system" fn on_dll_notification(reason: u32, data: *const u64, _context: *mut c_void) {
-    const LOADED: u32 = 1;
-    const UNLOADED: u32 = 2;
-    if data.is_null() {
-        return;
-    }
-    // SAFETY: the loader passes a valid LDR_DLL_NOTIFICATION_DATA.
-    let (full_name, base) = unsafe { (*data.add(1), *data.add(3)) };
-    report_event(|state, wait| match reason {
-        LOADED => {
-            let mut path = [0u16; 512];
-            let units = read_unicode_string(full_name, &mut path);
-            write_lifecycle(&state.ring, lifecycle::DLL_LOAD, [base, 0, 0], &path[..units], wait);
-        }
-        // The loader unloads everything as the process ends: not news.
-        UNLOADED if !EXITING.load(Ordering::Relaxed) && base != OWN_BASE.load(Ordering::Relaxed) => {
-            write_lifecycle(&state.ring, lifecycle::DLL_UNLOAD, [base, 0, 0], &[], wait)
-        }
-        _ => {}
-    });
-}
-
-type LdrRegisterDllNotificationFn = unsafe extern "system" fn(
-    u32,
-    unsafe extern "system" fn(u32, *const u64, *mut c_void),
-    *mut c_void,
-    *mut *mut c_void,
-) -> i32;
-
-/// This DLL's base (its own load and unload are not the program's).
-static OWN_BASE: AtomicU64 = AtomicU64::new(0);
-/// Set when the process has begun to end itself (see `record_call`).
-static EXITING: AtomicBool = AtomicBool::new(false);
-
-/// Reports the DLLs already loaded (the loader's list, in load order,
-/// without the program's image and this DLL) and asks the loader to report
-/// the next ones.
-fn watch_dlls(own_base: u64) {
-    OWN_BASE.store(own_base, Ordering::Relaxed);
-    report_event(|state, wait| {
-        // PEB at gs:[0x60]; PEB.Ldr at 0x18; PEB_LDR_DATA.InLoadOrderModuleList
-        // at 0x10; in LDR_DATA_TABLE_ENTRY, the links at 0, DllBase at 0x30,
-        // FullDllName at 0x48 (x64).
-        let peb = teb_read(0x60);
-        let read_u64 = |address: u64| {
-            let mut b = [0u8; 8];
-            (probe_read(address, &mut b) == 8).then(|| u64::from_le_bytes(b))
-        };
-        let Some(ldr) = read_u64(peb + 0x18) else { return };
-        // PEB.ImageBaseAddress: the program itself is a process start, not a DLL.
-        let image_base = read_u64(peb + 0x10).unwrap_or(0);
-        let head = ldr + 0x10;
-        let mut entry = read_u64(head).unwrap_or(head);
-        let mut seen = 0;
-        while entry != head && entry != 0 && seen < 1024 {
-            seen += 1;
-            let base = read_u64(entry + 0x30).unwrap_or(0);
-            if base != own_base && base != image_base {
-                let mut path = [0u16; 512];
-                let units = read_unicode_string(entry + 0x48, &mut path);
-                write_lifecycle(&state.ring, lifecycle::DLL_LOAD, [base, 0, 0], &path[..units], wait);
-            }
-            entry = read_u64(entry).unwrap_or(0);
-        }
-        let ntdll_name: Vec<u16> = "ntdll.dll\0".encode_utf16().collect();
-        // SAFETY: NUL-terminated names; the export has this signature.
-        let register = unsafe {
-            GetProcAddress(
-                GetModuleHandleW(ntdll_name.as_ptr()),
-                c"LdrRegisterDllNotification".as_ptr() as *const u8,
-            )
-        };
-        if let Some(register) = register {
-            // SAFETY: LdrRegisterDllNotification(Flags, Callback, Context, Cookie).
-            unsafe {
-                let register = std::mem::transmute::<
-                    unsafe extern "system" fn() -> isize,
-                    LdrRegisterDllNotificationFn,
-                >(register);
-                let mut cookie: *mut c_void = std::ptr::null_mut();
-                register(0, on_dll_notification, std::ptr::null_mut(), &mut cookie);
-            }
-        }
-    });
-}
-
-/// `DllMain` on a new thread: reports it with its start address.
-fn report_thread_start() {
-    report_event(|state, wait| {
-        let mut start = 0u64;
-        // ThreadQuerySetWin32StartAddress (9) of NtCurrentThread() (-2).
-        // SAFETY: an 8-byte out-buffer of ours.
-        unsafe {
-            NtQueryInformationThread(
-                -2isize as HANDLE,
-                9,
-                &mut start as *mut u64 as *mut c_void,
-                8,
-                std::ptr::null_mut(),
-            )
-        };
-        // The tracer's own threads (the detach routine) are not the program's.
-        let detach = winstrace_agent_detach as extern "system" fn(*mut c_void) -> u32 as usize as u64;
-        if start != detach {
-            write_lifecycle(&state.ring, lifecycle::THREAD_START, [start, 0, 0], &[], wait);
-        }
-    });
 }
 
 /// The shared mapping this agent attached through (for the tracer's
 /// acknowledgements); none when a test attached it directly.
 static MAPPING: OnceLock<&'static [AtomicU64]> = OnceLock::new();
-/// One child handshake at a time (see `report_child`).
-static CHILD_HANDSHAKE: AtomicBool = AtomicBool::new(false);
-static CHILD_SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-/// `-f`: the process just created a child, whose first thread is still
-/// suspended (CreateProcess resumes it after NtCreateUserProcess returns).
-/// Reports it and waits, boundedly, until the tracer has injected the
-/// agent into it, so that the child is traced from its start. Children
-/// are reported one at a time, in order (a flag spun on with yields): this
-/// is not the path of ordinary calls, which take no lock.
-fn report_child(ring: &RingRef<'_>, process_handle: u64, thread_handle: u64, wait: &mut dyn FnMut()) {
-    let Some(region) = MAPPING.get() else { return };
-    let mut waits = 0u32;
-    while CHILD_HANDSHAKE.swap(true, Ordering::Acquire) {
-        waits += 1;
-        if waits > EXIT_WAITS {
-            return;
-        }
-        wait();
-    }
-    let sequence = CHILD_SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    let record = ChildRecord { process_handle, thread_handle, sequence };
-    if ring.write(RECORD_KIND_CHILD, &record.encode(), wait).is_ok() {
-        for _ in 0..EXIT_WAITS {
-            if mapping::children_acknowledged(region) > sequence || !ring.consumer_alive() {
-                break;
-            }
-            wait();
-        }
-    }
-    CHILD_HANDSHAKE.store(false, Ordering::Release);
-}
-
 /// How many waits (each some spins and a yield) the process's exit gives
 /// the tracer to catch up: a few seconds at most.
 const EXIT_WAITS: u32 = 200_000;
 
 /// The process is about to end itself (NtTerminateProcess on itself, the
 /// first step of ExitProcess, while every handle is still open). Waits
-/// until the tracer has read everything written so far, so that it can
+/// until the tracer has handled everything written so far, so that it can
 /// still look into the living process for what it decodes (`-y` names a
 /// handle it never saw opened by asking the process for it). Gives up if
 /// the tracer is gone or takes too long.
 fn wait_for_tracer(ring: &RingRef<'_>, wait: &mut dyn FnMut()) {
     let written = ring.write_position();
+    // Through the mapping the tracer says what it has handled; without one
+    // (a test attached the agent itself) what it has read.
+    let handled = || MAPPING.get().map_or_else(|| ring.read_position(), |region| mapping::processed(region));
     for _ in 0..EXIT_WAITS {
-        if ring.read_position() >= written || !ring.consumer_alive() {
+        if handled() >= written || !ring.consumer_alive() {
             return;
         }
         wait();
@@ -540,50 +338,8 @@ unsafe extern "system" fn probe_fault_handler(info: *mut EXCEPTION_POINTERS) -> 
             context.Rip = insn + REP_MOVSB_BYTES;
             return EXCEPTION_CONTINUE_EXECUTION;
         }
-        report_exception(record);
     }
     EXCEPTION_CONTINUE_SEARCH
-}
-
-/// OutputDebugStringW's and OutputDebugStringA's exceptions.
-const DBG_PRINTEXCEPTION_WIDE_C: i32 = 0x4001_000A;
-const DBG_PRINTEXCEPTION_C: i32 = 0x4001_0006;
-
-/// Records the program's own exception (first chance) or debug string.
-fn report_exception(record: &EXCEPTION_RECORD) {
-    report_event(|state, wait| {
-        let code = record.ExceptionCode;
-        if code == DBG_PRINTEXCEPTION_WIDE_C || code == DBG_PRINTEXCEPTION_C {
-            // Parameters: the length in characters, with the terminator, and
-            // the text.
-            if record.NumberParameters < 2 {
-                return;
-            }
-            let length = record.ExceptionInformation[0].saturating_sub(1).min(512);
-            let address = record.ExceptionInformation[1] as u64;
-            let mut text = [0u16; 512];
-            let units = if code == DBG_PRINTEXCEPTION_WIDE_C {
-                let mut bytes = [0u8; 1024];
-                let got = probe_read(address, &mut bytes[..2 * length]) / 2;
-                for (i, unit) in text.iter_mut().take(got).enumerate() {
-                    *unit = u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]);
-                }
-                got
-            } else {
-                let mut bytes = [0u8; 512];
-                let got = probe_read(address, &mut bytes[..length]);
-                for (unit, byte) in text.iter_mut().zip(&bytes[..got]) {
-                    *unit = u16::from(*byte);
-                }
-                got
-            };
-            let wide = u64::from(code == DBG_PRINTEXCEPTION_WIDE_C);
-            write_lifecycle(&state.ring, lifecycle::DEBUG_STRING, [wide, 0, 0], &text[..units], wait);
-        } else {
-            let values = [code as u32 as u64, record.ExceptionAddress as u64, 0];
-            write_lifecycle(&state.ring, lifecycle::EXCEPTION, values, &[], wait);
-        }
-    });
 }
 
 fn register_probe_handler() -> bool {
@@ -680,11 +436,8 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
     for stub::FoundStub { name, address, shape } in found {
         // The patch is one aligned 8-byte store over the first 8 bytes.
         // NtTerminateProcess is hooked whatever the filter: the process's
-        // exit waits there for the tracer (see `wait_for_tracer`); so is
-        // NtCreateUserProcess under -f (see `report_child`).
-        let handshake = name == "NtTerminateProcess"
-            || name == "NtTerminateThread"
-            || (config.follow_children && name == "NtCreateUserProcess");
+        // exit waits there for the tracer (see `wait_for_tracer`).
+        let handshake = name == "NtTerminateProcess";
         if address % 8 != 0 || shape.code.len() < 8 || !(config.wants(&name) || handshake) {
             continue;
         }
@@ -697,7 +450,15 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
     }
     let Ok(size) = inline::region_size(&stubs) else { return -7 };
     let Some(region) = allocate_near(ntdll, size) else { return -8 };
-    let Ok(t) = inline::build(region, &stubs) else { return -7 };
+    // The in-flight table stays writable, apart from the code.
+    // SAFETY: a fresh read-write allocation; zeroed, as the table needs.
+    let in_flight = unsafe {
+        VirtualAlloc(std::ptr::null(), trampoline::SLOTS_BYTES, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE)
+    } as u64;
+    if in_flight == 0 {
+        return -8;
+    }
+    let Ok(t) = inline::build(region, &stubs, in_flight) else { return -7 };
     // SAFETY: `region` is a fresh read-write allocation of `size` bytes and
     // the build at the same base has exactly that size.
     unsafe {
@@ -738,13 +499,9 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
         })
         .collect();
     let terminate = names.iter().position(|n| n == "NtTerminateProcess");
-    let create_process =
-        names.iter().position(|n| n == "NtCreateUserProcess").filter(|_| config.follow_children);
-    let terminate_thread = names.iter().position(|n| n == "NtTerminateThread");
     let state = State {
+        in_flight,
         terminate,
-        terminate_thread,
-        create_process,
         recorded,
         ring,
         copies: t.copies.clone(),
@@ -1006,7 +763,6 @@ fn allocate_near(near: u64, size: usize) -> Option<u64> {
 
 /// `DllMain`'s reason codes: the DLL loaded into a process, a new thread.
 const DLL_PROCESS_ATTACH: u32 = 1;
-const DLL_THREAD_ATTACH: u32 = 2;
 
 /// The DLL's entry point (called by the mingw CRT's startup routine). When
 /// the tracer injected the DLL it has created the mapping of this process
@@ -1015,10 +771,9 @@ const DLL_THREAD_ATTACH: u32 = 2;
 /// sound because it loads no library and waits for no other thread: it
 /// allocates, changes page protections and reads this process's memory.
 #[no_mangle]
-pub extern "system" fn DllMain(module: *mut c_void, reason: u32, _reserved: *mut c_void) -> i32 {
+pub extern "system" fn DllMain(_module: *mut c_void, reason: u32, _reserved: *mut c_void) -> i32 {
     match reason {
-        DLL_PROCESS_ATTACH => attach_to_shared_mapping(module as u64),
-        DLL_THREAD_ATTACH => report_thread_start(),
+        DLL_PROCESS_ATTACH => attach_to_shared_mapping(),
         _ => {}
     }
     1
@@ -1028,7 +783,7 @@ pub extern "system" fn DllMain(module: *mut c_void, reason: u32, _reserved: *mut
 /// publishes the names of the hooked functions. Does nothing if there is no
 /// such mapping (a process that loaded the DLL itself, as the tests do) or
 /// if its header is not one we understand.
-fn attach_to_shared_mapping(own_base: u64) {
+fn attach_to_shared_mapping() {
     // SAFETY: plain call.
     let pid = unsafe { GetCurrentProcessId() };
     let name: Vec<u16> = mapping::mapping_name(pid).encode_utf16().chain([0]).collect();
@@ -1066,8 +821,6 @@ fn attach_to_shared_mapping(own_base: u64) {
     let names = STATE.get().map(|s| s.names.as_slice()).unwrap_or(&[]);
     let names = if result >= 0 { names } else { &[] };
     let detach = winstrace_agent_detach as extern "system" fn(*mut c_void) -> u32 as usize as u64;
-    mapping::publish_names(region, &layout, names.iter().map(String::as_str), result, detach);
-    if result >= 0 {
-        watch_dlls(own_base);
-    }
+    let in_flight = STATE.get().map_or(0, |s| s.in_flight);
+    mapping::publish_names(region, &layout, names.iter().map(String::as_str), result, detach, in_flight);
 }

@@ -134,8 +134,8 @@ fn read_forever(t: &'static Tracer) -> ! {
     loop {
         match reader.next() {
             Ok(Some(record)) => {
-                // Lifecycle records (the test threads' starts and exits) are
-                // not what these tests count.
+                // Only call records count (the agent writes no other kind;
+                // the tracer skips any other).
                 if record.kind != RECORD_KIND_CALL {
                     t.collected_up_to.store(t.ring.read_position(), Ordering::Release);
                     continue;

@@ -34,7 +34,7 @@ struct Cli {
     attach: Option<String>,
 
     /// Tracing engine.
-    #[arg(long, value_enum, default_value_t = Engine::Debug)]
+    #[arg(long, value_enum, default_value_t = Engine::Inject)]
     engine: Engine,
 
     /// At exit, print engine statistics (debug events per traced call) to standard error.
@@ -134,10 +134,12 @@ enum SortKey {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Engine {
-    /// The Windows debug API: traps each call's return; needs nothing installed.
+    /// The Windows debug API alone: traps each call's return (slow: one
+    /// debug event per call).
     Debug,
-    /// in-process agent: hooks inside the target, records calls in shared
-    /// memory; experimental: no memory capture yet, launch only.
+    /// An agent DLL injected into the target records each call in shared
+    /// memory (near-zero overhead); the debug API traces each process until
+    /// the agent is in, and its threads, DLLs, exceptions and exits.
     Inject,
 }
 
@@ -258,9 +260,6 @@ fn text_options(cli: &Cli, flush_each_line: bool) -> winstrace_core::text::TextO
 fn run(cli: &Cli) -> Result<ExitCode, String> {
     use winstrace_engine_debug as engine;
 
-    if cli.engine == Engine::Inject {
-        return run_inject(cli);
-    }
     let target = match (&cli.attach, &cli.program) {
         (Some(spec), _) => engine::Target::Attach { pid: target::resolve_pid(spec)? },
         (None, Some(program)) => engine::Target::Launch { program: program.clone(), args: cli.args.clone() },
@@ -279,18 +278,40 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             raw: cli.format == Some(ArgFormat::Raw),
         },
     };
-    let outcome = engine::trace(&target, &options, sink.as_mut()).map_err(|e| e.to_string())?;
+    // The in-process engine runs inside the debugger engine's session: the
+    // debugger traces each process until the agent is in, and reports the
+    // threads, DLLs, exceptions and exits throughout.
+    let mut inject = match cli.engine {
+        Engine::Inject => Some(
+            winstrace_engine_inject::Inject::new(&winstrace_engine_inject::Options {
+                agent_dll: agent_dll::write_out()?,
+                decode: options.decode.clone(),
+                trace: options.trace.clone(),
+                status: options.status,
+                handle_names: options.handle_names,
+            })
+            .map_err(|e| e.to_string())?,
+        ),
+        Engine::Debug => None,
+    };
+    let companion = inject.as_mut().map(|c| c as &mut dyn engine::Companion);
+    let outcome =
+        engine::trace_with(&target, &options, sink.as_mut(), companion).map_err(|e| e.to_string())?;
+    let s = outcome.stats;
     if cli.stats {
-        let s = outcome.stats;
         eprintln!(
-            "winstrace: {} debug events for {} calls ({:.3} per call), {} functions hooked, {} without a signature, peak memory {}",
+            "winstrace: {} debug events for {} calls ({:.3} per call), {} functions hooked, {} without a signature, peak memory {}, {} records lost",
             s.debug_events,
             s.calls,
             s.events_per_call(),
             s.hooked_functions,
             s.functions_without_signature,
-            peak_memory()
+            peak_memory(),
+            s.lost_records,
         );
+    }
+    if s.lost_records > 0 {
+        eprintln!("winstrace: {} calls were not recorded (the ring lost them)", s.lost_records);
     }
     // Windows exit codes are 32-bit; ExitCode only carries 8 bits, so exit
     // directly with the full value.
@@ -306,46 +327,6 @@ fn peak_memory() -> String {
         Some(bytes) => format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64),
         None => "unknown".into(),
     }
-}
-
-/// `--engine inject`: launch or attach.
-#[cfg(windows)]
-fn run_inject(cli: &Cli) -> Result<ExitCode, String> {
-    use winstrace_engine_inject as engine;
-    let mut sink = build_sink(cli)?;
-    winstrace_engine_debug::install_ctrl_c_handler();
-    let options = engine::Options {
-        agent_dll: agent_dll::write_out()?,
-        decode: winstrace_decode::DecodeOptions {
-            string_limit: cli.string_limit,
-            raw: cli.format == Some(ArgFormat::Raw),
-        },
-        trace: trace_set(cli)?,
-        status: status_filter(cli),
-        handle_names: cli.handle_names,
-        follow_children: cli.follow > 0,
-        detach_requested: Some(winstrace_engine_debug::live::detach_requested),
-    };
-    let outcome = match (&cli.attach, &cli.program) {
-        (Some(spec), _) => engine::attach(target::resolve_pid(spec)?, &options, sink.as_mut()),
-        (None, Some(program)) => engine::trace(program, &cli.args, &options, sink.as_mut()),
-        (None, None) => unreachable!("clap requires PROGRAM unless -p is given"),
-    }
-    .map_err(|e| e.to_string())?;
-    if cli.stats {
-        eprintln!(
-            "winstrace: {} calls, {} functions hooked, {} records lost, peak memory {}",
-            outcome.calls,
-            outcome.hooked_functions,
-            outcome.lost_records,
-            peak_memory()
-        );
-    }
-    if outcome.lost_records > 0 {
-        eprintln!("winstrace: {} calls were not recorded (the ring lost them)", outcome.lost_records);
-    }
-    drop(sink);
-    std::process::exit(outcome.exit_code.unwrap_or(0) as i32)
 }
 
 #[cfg(not(windows))]

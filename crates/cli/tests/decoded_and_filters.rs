@@ -132,16 +132,25 @@ fn functions(run: &Run) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn trace_by_names() {
-    let run = winstrace(&[
-        "-e",
-        "trace=NtCreateFile,NtWriteFile",
-        TESTPROG,
-        "file",
-        temp_path("n.txt").to_str().unwrap(),
-        "x",
-    ]);
+    for engine in ENGINES {
+        trace_by_names_on(engine);
+    }
+}
+
+fn trace_by_names_on(engine: &str) {
+    let run = winstrace_on(
+        engine,
+        &[
+            "-e",
+            "trace=NtCreateFile,NtWriteFile",
+            TESTPROG,
+            "file",
+            temp_path("n.txt").to_str().unwrap(),
+            "x",
+        ],
+    );
     assert_eq!(functions(&run), ["NtCreateFile", "NtWriteFile"].map(String::from).into());
-    let run = winstrace(&["-e", "NtQueryAttributesFile", TESTPROG, "loop", "7"]);
+    let run = winstrace_on(engine, &["-e", "NtQueryAttributesFile", TESTPROG, "loop", "7"]);
     assert_eq!(functions(&run), ["NtQueryAttributesFile"].map(String::from).into());
     assert!(run.calls("NtQueryAttributesFile").iter().filter(|l| l.ends_with(NOT_FOUND)).count() >= 7);
 }
@@ -180,7 +189,13 @@ fn negated_set_traces_everything_else() {
 
 #[test]
 fn failed_only_and_successful_only() {
-    let failed = winstrace(&["-Z", TESTPROG, "loop", "5"]);
+    for engine in ENGINES {
+        failed_only_and_successful_only_on(engine);
+    }
+}
+
+fn failed_only_and_successful_only_on(engine: &str) {
+    let failed = winstrace_on(engine, &["-Z", TESTPROG, "loop", "5"]);
     let calls: Vec<&str> = failed.lines().into_iter().filter(|l| l.starts_with("Nt")).collect();
     assert!(calls.len() >= 5);
     for line in &calls {
@@ -193,7 +208,7 @@ fn failed_only_and_successful_only() {
             >= 5
     );
 
-    let ok = winstrace(&["-z", TESTPROG, "loop", "5"]);
+    let ok = winstrace_on(engine, &["-z", TESTPROG, "loop", "5"]);
     let calls: Vec<&str> = ok.lines().into_iter().filter(|l| l.starts_with("Nt")).collect();
     assert!(calls.len() > 10);
     for line in &calls {

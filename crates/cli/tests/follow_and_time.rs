@@ -9,7 +9,13 @@ use support::*;
 
 #[test]
 fn dash_f_traces_the_child_from_its_first_call_and_exits_with_the_parents_code() {
-    let run = winstrace(&["-f", TESTPROG, "child", "5"]);
+    for engine in ENGINES {
+        dash_f_traces_the_child_from_its_first_call_and_exits_with_the_parents_code_on(engine);
+    }
+}
+
+fn dash_f_traces_the_child_from_its_first_call_and_exits_with_the_parents_code_on(engine: &str) {
+    let run = winstrace_on(engine, &["-f", TESTPROG, "child", "5"]);
     assert_eq!(run.stdout, "child exited with 5\n");
     assert_eq!(run.code(), 0, "the first process's code, not the child's");
     let lines: Vec<(Option<(u32, u32)>, &str)> = run.trace.lines().map(strip_ids).collect();
@@ -53,7 +59,13 @@ fn dash_f_traces_the_child_from_its_first_call_and_exits_with_the_parents_code()
 
 #[test]
 fn without_dash_f_the_child_is_not_traced() {
-    let run = winstrace(&[TESTPROG, "child", "5"]);
+    for engine in ENGINES {
+        without_dash_f_the_child_is_not_traced_on(engine);
+    }
+}
+
+fn without_dash_f_the_child_is_not_traced_on(engine: &str) {
+    let run = winstrace_on(engine, &[TESTPROG, "child", "5"]);
     assert_eq!(run.stdout, "child exited with 5\n");
     assert_eq!(run.trace.matches("--- process started ").count(), 1);
     assert_eq!(run.trace.matches("+++ exited with").count(), 1);
@@ -106,7 +118,13 @@ use std::process::Command;
 
 #[test]
 fn two_threads_interleave_strace_style() {
-    let run = winstrace(&[TESTPROG, "thread"]);
+    for engine in ENGINES {
+        two_threads_interleave_strace_style_on(engine);
+    }
+}
+
+fn two_threads_interleave_strace_style_on(engine: &str) {
+    let run = winstrace_on(engine, &[TESTPROG, "thread"]);
     assert_eq!(run.stdout, "thread done\n");
     // The main thread waits for the worker: the wait is printed unfinished
     // before the worker's lines and resumed after them, with the same tid.

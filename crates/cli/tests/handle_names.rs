@@ -30,9 +30,7 @@ fn files_show_their_dos_path(engine: &str) {
     let _ = std::fs::remove_file(path);
     let named = format!("<{path}>");
     let create = run.calls("NtCreateFile").into_iter().find(|l| l.contains(&named)).expect("the create");
-    assert!(
-        create.starts_with("NtCreateFile(FileHandle=[0x") && create.contains(&format!("{named}]"))
-    );
+    assert!(create.starts_with("NtCreateFile(FileHandle=[0x") && create.contains(&format!("{named}]")));
     let write = run.calls("NtWriteFile").into_iter().find(|l| l.contains(&named)).expect("the write");
     assert!(write.contains(", Buffer=\"hey\", Length=3,"), "{write}");
     let closes = run.calls("NtClose");

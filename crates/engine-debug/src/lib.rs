@@ -17,7 +17,7 @@ mod handles;
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub use windows::{install_ctrl_c_handler, list_processes, trace};
+pub use windows::{install_ctrl_c_handler, list_processes, trace, trace_with, Companion, Injection, Report};
 
 /// Helpers over a live process that the in-process engine (and the command
 /// line) share with this one: Ctrl-C, a process's image and command line,
@@ -114,6 +114,8 @@ pub struct Stats {
     /// Hooked functions that have no signature (their arguments print raw):
     /// the signature database's coverage of the target's ntdll, at run time.
     pub functions_without_signature: u64,
+    /// Records an in-process agent could not write (its ring's lost count).
+    pub lost_records: u64,
 }
 
 impl Stats {
@@ -209,7 +211,7 @@ mod tests {
 
     #[test]
     fn events_per_call() {
-        let s = Stats { debug_events: 110, calls: 100, hooked_functions: 1, functions_without_signature: 0 };
+        let s = Stats { debug_events: 110, calls: 100, hooked_functions: 1, ..Stats::default() };
         assert!((s.events_per_call() - 1.1).abs() < 1e-9);
         assert_eq!(Stats::default().events_per_call(), 0.0);
     }

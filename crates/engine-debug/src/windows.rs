@@ -14,6 +14,7 @@ use windows_sys::Wdk::System::Threading::{NtQueryInformationProcess, ProcessBasi
 use windows_sys::Win32::Foundation::{
     CloseHandle, GetLastError, DBG_CONTINUE, DBG_EXCEPTION_NOT_HANDLED, ERROR_ACCESS_DENIED,
     ERROR_INVALID_PARAMETER, ERROR_SEM_TIMEOUT, EXCEPTION_BREAKPOINT, HANDLE, INVALID_HANDLE_VALUE, NTSTATUS,
+    WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Storage::FileSystem::{GetFinalPathNameByHandleW, VOLUME_NAME_DOS};
 use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
@@ -33,14 +34,14 @@ use windows_sys::Win32::System::Memory::{
 };
 use windows_sys::Win32::System::Threading::PROCESS_BASIC_INFORMATION;
 use windows_sys::Win32::System::Threading::{
-    OpenProcess, ResumeThread, SuspendThread, DEBUG_ONLY_THIS_PROCESS, DEBUG_PROCESS,
-    PROCESS_QUERY_LIMITED_INFORMATION,
+    CreateRemoteThread, OpenProcess, QueueUserAPC, ResumeThread, SuspendThread, WaitForSingleObject,
+    DEBUG_ONLY_THIS_PROCESS, DEBUG_PROCESS, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
 use winstrace_core::event::{Call, CallResult, Event, EventKind, EventSink, ProcessStart, Value};
 use winstrace_core::memory::{PageCache, TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{self, Frame, StubToTrace, Trampolines, FRAME_SIZE, SLOTS_BYTES};
-use winstrace_hook::{is_no_return, stub};
+use winstrace_hook::{is_no_return, loader, stub};
 
 use winstrace_filter::{StatusFilter, TraceSet};
 
@@ -209,8 +210,40 @@ struct Hooks {
     trampolines: Trampolines,
     /// Per traced stub (same order as the trampolines' thunks).
     names: Vec<Arc<str>>,
-    /// Each patched stub's address and the original bytes the patch replaced.
-    originals: Vec<(u64, Vec<u8>)>,
+    /// Each patched stub's address, the original bytes the patch replaces
+    /// and the patch.
+    patches: Vec<StubPatch>,
+    /// Whether the stubs hold the patches (else their original bytes).
+    applied: bool,
+}
+
+struct StubPatch {
+    address: u64,
+    original: Vec<u8>,
+    patch: Vec<u8>,
+}
+
+/// The in-process engine's agent in one process (see [`Companion`]).
+struct Agent {
+    injection: Injection,
+    state: AgentLoad,
+    /// The agent DLL's image, once loaded: exceptions there are its
+    /// memory probe's, handled by the agent itself.
+    image: Option<(u64, u64)>,
+    /// The thread that ran the loader routine as an APC, until its next
+    /// call: the APC dispatcher's NtContinue, which ends the routine, is
+    /// the tracer's too.
+    apc_thread: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AgentLoad {
+    /// The loader routine is queued or started but has not reached its first trap.
+    Queued,
+    /// This thread runs the loader routine.
+    Loading(u32),
+    /// The routine has returned: the agent's hooks are in (or it failed).
+    Loaded,
 }
 
 struct ThreadState {
@@ -225,13 +258,90 @@ struct ProcessState {
     initial_breakpoint_seen: bool,
     /// In-flight calls already reported as `<unfinished ...>`: (thread, frame).
     announced: HashSet<(u64, u64)>,
+    /// Where ntdll is mapped, once known.
+    ntdll_base: Option<u64>,
+    /// With a companion: the agent injected into this process.
+    agent: Option<Agent>,
+    /// Threads the tracer created (the attach loader, the detach routine):
+    /// not the program's, not shown.
+    own_threads: HashSet<u32>,
+}
+
+impl ProcessState {
+    /// Whether events of thread `tid` are the tracer's own doing.
+    fn is_tracers(&self, tid: u32) -> bool {
+        self.own_threads.contains(&tid)
+            || self.agent.as_ref().is_some_and(|a| a.state == AgentLoad::Loading(tid))
+    }
+}
+
+/// Where a companion's loader routine is in a target (see
+/// `winstrace_hook::loader`).
+#[derive(Debug, Clone)]
+pub struct Injection {
+    /// The routine: an APC on a launched process's first thread, the start
+    /// of a new thread in an attached one.
+    pub routine: u64,
+    /// Its first `int3` and the one after the agent is loaded: in between,
+    /// the thread's calls and events are the tracer's.
+    pub begin_trap: u64,
+    pub end_trap: u64,
+    /// The agent DLL's file name, to recognise its load event.
+    pub dll_name: String,
+}
+
+/// Reports an event: pid, tid, time, what.
+pub type Report<'a> = dyn FnMut(u32, u32, SystemTime, EventKind) + 'a;
+
+/// The in-process engine's part in a debug session
+/// (`winstrace-engine-inject` implements it). The debugger traces each
+/// process from its first instruction, as it does alone, and has the
+/// companion inject its agent into it; once the agent's hooks are in, the
+/// calls come from the companion (the agent's ring) and only the rare
+/// events (threads, DLLs, exceptions, debug strings, exits) from the
+/// debugger.
+pub trait Companion {
+    /// Process `pid` (`process`: the debug session's handle to it) is new:
+    /// prepares the agent's injection and writes the loader routine into
+    /// it. An error leaves the process to the debugger alone.
+    fn prepare(&mut self, pid: u32, process: HANDLE) -> Result<Injection, String>;
+    /// Reports everything the agents have recorded so far (a call another
+    /// thread's line interrupts first as `<unfinished ...>`). Before the
+    /// exit event of a thread or process, `exiting` (pid, tid or `None`
+    /// for the process), only what that exit cannot have caused.
+    fn poll(&mut self, report: &mut Report<'_>, exiting: Option<(u32, Option<u32>)>);
+    /// Before the debugger prints an event: reports the agents' calls in
+    /// flight as `<unfinished ...>`.
+    fn announce_in_flight(&mut self, report: &mut Report<'_>);
+    /// After the loader routine has run: why the agent is not tracing
+    /// `pid`, if it is not (the debugger then takes the process back).
+    fn failure(&mut self, pid: u32) -> Option<String>;
+    /// The agent's detach routine in `pid`, to run on Ctrl-C.
+    fn detach_routine(&mut self, pid: u32) -> Option<u64>;
+    /// `pid` is gone, or left: everything it recorded has been reported.
+    fn forget(&mut self, pid: u32);
+    /// Functions the agents hooked (the most in one process) and records
+    /// their rings lost.
+    fn counts(&self) -> (u64, u64);
 }
 
 /// Traces `target` until it exits or, on Ctrl-C, is detached.
 pub fn trace(target: &Target, options: &Options, sink: &mut dyn EventSink) -> Result<Outcome, EngineError> {
+    trace_with(target, options, sink, None)
+}
+
+/// [`trace`], with the in-process engine's agent injected into every traced
+/// process when `companion` is given.
+pub fn trace_with<'a>(
+    target: &Target,
+    options: &Options,
+    sink: &'a mut dyn EventSink,
+    companion: Option<&'a mut dyn Companion>,
+) -> Result<Outcome, EngineError> {
     let attach = matches!(target, Target::Attach { .. });
     let mut engine = Engine {
         sink,
+        companion,
         processes: HashMap::new(),
         stats: Stats::default(),
         first_pid: 0,
@@ -260,6 +370,7 @@ pub fn trace(target: &Target, options: &Options, sink: &mut dyn EventSink) -> Re
 
 struct Engine<'s> {
     sink: &'s mut dyn EventSink,
+    companion: Option<&'s mut dyn Companion>,
     processes: HashMap<u32, ProcessState>,
     stats: Stats,
     first_pid: u32,
@@ -343,6 +454,10 @@ struct AlignedContext(CONTEXT);
 
 /// How long the loop waits for an event before checking for Ctrl-C.
 const POLL_MS: u32 = 100;
+/// The same with a companion, whose rings are read between waits.
+const COMPANION_POLL_MS: u32 = 2;
+/// How long the agents' detach routines may take.
+const AGENT_DETACH_MS: u64 = 10_000;
 /// After removing the traps, how long a quiet spell proves no thread is
 /// still on its way to one.
 const DRAIN_MS: u32 = 200;
@@ -350,12 +465,18 @@ const DRAIN_MS: u32 = 200;
 impl Engine<'_> {
     fn run(&mut self) -> Result<Outcome, EngineError> {
         let mut exit_code = None;
+        // With agents, their rings are read between debug events.
+        let poll_ms = if self.companion.is_some() { COMPANION_POLL_MS } else { POLL_MS };
         loop {
             if DETACH_REQUESTED.load(Ordering::SeqCst) {
                 self.detach();
                 break;
             }
-            let Some(event) = wait_for_event(POLL_MS)? else { continue };
+            let event = wait_for_event(poll_ms)?;
+            // What the agents recorded comes before the event: a thread's
+            // record is written before the system call that raises it.
+            self.poll_companion_before(event.as_ref());
+            let Some(event) = event else { continue };
             self.stats.debug_events += 1;
             let next = self.dispatch(&event);
             let status = match next {
@@ -369,7 +490,45 @@ impl Engine<'_> {
                 break;
             }
         }
+        if let Some(companion) = self.companion.as_ref() {
+            let (hooked, lost) = companion.counts();
+            self.stats.hooked_functions = self.stats.hooked_functions.max(hooked);
+            self.stats.lost_records = lost;
+        }
         Ok(Outcome { exit_code, stats: self.stats })
+    }
+
+    /// Reports what the agents recorded (nothing without a companion).
+    fn poll_companion(&mut self) {
+        self.poll_companion_before(None);
+    }
+
+    /// [`Self::poll_companion`], before `event` is handled.
+    fn poll_companion_before(&mut self, event: Option<&DEBUG_EVENT>) {
+        let Some(companion) = self.companion.take() else { return };
+        let exiting = event.and_then(|e| match e.dwDebugEventCode {
+            EXIT_THREAD_DEBUG_EVENT => Some((e.dwProcessId, Some(e.dwThreadId))),
+            EXIT_PROCESS_DEBUG_EVENT => Some((e.dwProcessId, None)),
+            _ => None,
+        });
+        companion.poll(
+            &mut |pid, tid, time, kind| {
+                let Some(p) = self.processes.get_mut(&pid) else { return };
+                if p.is_tracers(tid) {
+                    return;
+                }
+                if let Some(agent) = p.agent.as_mut().filter(|a| a.apc_thread == Some(tid)) {
+                    agent.apc_thread = None;
+                    if matches!(&kind, EventKind::Call(call) if &*call.function == "NtContinue") {
+                        return;
+                    }
+                }
+                self.stats.calls += u64::from(matches!(kind, EventKind::Call(_)));
+                self.emit_raw(pid, tid, time, kind)
+            },
+            exiting,
+        );
+        self.companion = Some(companion);
     }
 
     /// Ctrl-C: removes the traps and detaches, leaving the targets running.
@@ -380,6 +539,7 @@ impl Engine<'_> {
     /// a system APC, sometimes took the target down with it on a loaded
     /// machine.
     fn detach(&mut self) {
+        self.stop_agents();
         let threads: Vec<HANDLE> =
             self.processes.values().flat_map(|p| p.threads.values().map(|t| t.handle)).collect();
         // SAFETY: thread handles owned by the debug session (all access).
@@ -399,6 +559,9 @@ impl Engine<'_> {
 
     /// Emits an event, after reporting the calls it interrupts.
     fn emit_at(&mut self, pid: u32, tid: u32, time: SystemTime, kind: EventKind) {
+        if self.processes.get(&pid).is_some_and(|p| p.is_tracers(tid)) {
+            return;
+        }
         self.announce_all_unfinished();
         self.emit_raw(pid, tid, time, kind);
     }
@@ -433,10 +596,14 @@ impl Engine<'_> {
                         hooks: None,
                         initial_breakpoint_seen: false,
                         announced: HashSet::new(),
+                        ntdll_base: None,
+                        agent: None,
+                        own_threads: HashSet::new(),
                     },
                 );
                 let (image, command_line) = process_identity(info.hProcess);
                 self.emit(pid, tid, EventKind::ProcessStart(ProcessStart { image, command_line, attached }));
+                self.inject_agent(pid, info.hProcess, info.hThread, attached);
                 Next::Continue(DBG_CONTINUE)
             }
             CREATE_THREAD_DEBUG_EVENT => {
@@ -456,11 +623,17 @@ impl Engine<'_> {
                     p.threads.remove(&tid);
                 }
                 self.emit(pid, tid, EventKind::ThreadExit { code });
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    p.own_threads.remove(&tid);
+                }
                 Next::Continue(DBG_CONTINUE)
             }
             EXIT_PROCESS_DEBUG_EVENT => {
                 // SAFETY: the union member matching the event code.
                 let code = unsafe { ev.u.ExitProcess.dwExitCode };
+                if let Some(companion) = self.companion.as_mut() {
+                    companion.forget(pid);
+                }
                 self.emit(pid, tid, EventKind::ProcessExit { code });
                 self.processes.remove(&pid);
                 if let Some(namer) = self.handle_names.as_mut() {
@@ -487,7 +660,26 @@ impl Engine<'_> {
                 close_file(info.hFile);
                 self.emit(pid, tid, EventKind::DllLoad { path: path.clone(), base });
                 if is_ntdll(&path) {
-                    self.install_hooks(pid, base);
+                    let attached_agent = self.attach
+                        && pid == self.first_pid
+                        && self.processes.get(&pid).is_some_and(|p| p.agent.is_some());
+                    if let Some(p) = self.processes.get_mut(&pid) {
+                        p.ntdll_base = Some(base);
+                    }
+                    // An attached process's calls are the agent's to trace
+                    // from the moment it is in: the debugger would only trace
+                    // the few in between.
+                    if !attached_agent {
+                        self.install_hooks(pid, base);
+                    }
+                }
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    if let Some(agent) = p.agent.as_mut() {
+                        if file_name_is(&path, &agent.injection.dll_name) {
+                            let size = image_size(p.handle, base).unwrap_or(0);
+                            agent.image = Some((base, base + size));
+                        }
+                    }
                 }
                 Next::Continue(DBG_CONTINUE)
             }
@@ -524,7 +716,19 @@ impl Engine<'_> {
         let record = info.ExceptionRecord;
         let address = record.ExceptionAddress as u64;
         let code = record.ExceptionCode;
+        if let Some(agent) = self.processes.get(&pid).and_then(|p| p.agent.as_ref()) {
+            // The agent's memory probe faults on bad pointers by design and
+            // handles that itself.
+            if info.dwFirstChance != 0
+                && agent.image.is_some_and(|(start, end)| (start..end).contains(&address))
+            {
+                return Next::Continue(DBG_EXCEPTION_NOT_HANDLED);
+            }
+        }
         if code == EXCEPTION_BREAKPOINT {
+            if let Some(next) = self.on_loader_trap(pid, tid, address) {
+                return next;
+            }
             if let Some(next) = self.on_trap(pid, tid, address) {
                 return next;
             }
@@ -576,12 +780,7 @@ impl Engine<'_> {
         let frame_address = ctx.0.Rsp;
         let mut bytes = [0u8; FRAME_SIZE];
         let frame = mem.read_exact(frame_address, &mut bytes).ok().map(|_| Frame::parse(&bytes));
-        // Resume after the int3, wherever the OS left RIP.
-        if ctx.0.Rip == address {
-            ctx.0.Rip = address + 1;
-            // SAFETY: as for GetThreadContext.
-            unsafe { SetThreadContext(thread, &ctx.0) };
-        }
+        step_past_int3(thread, &mut ctx, address);
         let Some(frame) = frame else { return Some(Next::Continue(DBG_CONTINUE)) };
         let Some(mut call) = self.call_from_frame(pid, &mem, frame_address, &frame, returned) else {
             return Some(Next::Continue(DBG_CONTINUE));
@@ -666,6 +865,10 @@ impl Engine<'_> {
         if threads < 2 || self.options.status != StatusFilter::All {
             return;
         }
+        if let Some(companion) = self.companion.take() {
+            companion.announce_in_flight(&mut |pid, tid, time, kind| self.emit_raw(pid, tid, time, kind));
+            self.companion = Some(companion);
+        }
         let pids: Vec<u32> = self.processes.keys().copied().collect();
         for pid in pids {
             self.announce_unfinished(pid);
@@ -726,15 +929,27 @@ impl Engine<'_> {
         }
     }
 
-    /// Puts every stub back and disarms both traps, in every process.
+    /// Puts every stub back and disarms both traps, in every process, and
+    /// makes an agent loader routine that has not finished harmless.
     fn remove_all_hooks(&mut self) {
         for (pid, p) in &mut self.processes {
-            let Some(hooks) = p.hooks.take() else { continue };
-            for (address, original) in &hooks.originals {
-                if let Err(e) = patch_code(p.handle, *address, original) {
-                    eprintln!("winstrace: process {pid}: cannot restore a stub: {e}");
+            if let Some(agent) = p.agent.as_ref() {
+                let disarm: &[(u64, u8)] = match agent.state {
+                    // Not started: the routine returns at once.
+                    AgentLoad::Queued => &[(agent.injection.begin_trap, loader::RET)],
+                    AgentLoad::Loading(_) => {
+                        &[(agent.injection.begin_trap, loader::NOP), (agent.injection.end_trap, loader::NOP)]
+                    }
+                    AgentLoad::Loaded => &[],
+                };
+                for (address, byte) in disarm {
+                    if let Err(e) = patch_code(p.handle, *address, &[*byte]) {
+                        eprintln!("winstrace: process {pid}: cannot disarm the agent's loader: {e}");
+                    }
                 }
             }
+            let Some(mut hooks) = p.hooks.take() else { continue };
+            set_stubs(*pid, p.handle, &mut hooks, false);
             // A thread inside a call (blocked in a wait, say) will still come
             // back through the trampoline: a nop lets it pass untraced. The
             // region itself stays allocated for the same reason.
@@ -745,14 +960,191 @@ impl Engine<'_> {
             }
             // Keep the trap addresses so that events already queued from
             // before the disarm are still recognised while draining.
-            p.hooks = Some(Hooks { originals: Vec::new(), ..hooks });
+            p.hooks = Some(hooks);
         }
+    }
+
+    /// With a companion: writes the agent's loader routine into the new
+    /// process `pid` and has it run, as an APC on the first thread of a
+    /// process that has not run yet (it runs once the loader has
+    /// initialised the process, before the program's entry point), or on a
+    /// thread of its own in an attached one.
+    fn inject_agent(&mut self, pid: u32, process: HANDLE, thread: HANDLE, attached: bool) {
+        let Some(companion) = self.companion.as_mut() else { return };
+        let injection = match companion.prepare(pid, process) {
+            Ok(injection) => injection,
+            Err(e) => {
+                eprintln!("winstrace: process {pid}: {e}; the debugger engine traces it alone");
+                return;
+            }
+        };
+        let routine = injection.routine;
+        let mut own_thread = None;
+        let started = if attached {
+            let mut tid = 0u32;
+            // SAFETY: `routine` is the loader routine just written into the
+            // target; it takes one (ignored) pointer argument.
+            let handle = unsafe {
+                CreateRemoteThread(
+                    process,
+                    std::ptr::null(),
+                    0,
+                    Some(std::mem::transmute::<usize, unsafe extern "system" fn(*mut c_void) -> u32>(
+                        routine as usize,
+                    )),
+                    std::ptr::null(),
+                    0,
+                    &mut tid,
+                )
+            };
+            if !handle.is_null() {
+                own_thread = Some(tid);
+                // SAFETY: our handle to the thread just created.
+                unsafe { CloseHandle(handle) };
+            }
+            !handle.is_null()
+        } else {
+            // SAFETY: as above; an APC routine takes one pointer-sized
+            // argument. The thread handle of a create-process event allows
+            // THREAD_SET_CONTEXT, which QueueUserAPC needs.
+            unsafe {
+                QueueUserAPC(
+                    Some(std::mem::transmute::<usize, unsafe extern "system" fn(usize)>(routine as usize)),
+                    thread,
+                    0,
+                ) != 0
+            }
+        };
+        if !started {
+            eprintln!(
+                "winstrace: process {pid}: cannot start the agent's loader (error {}); the debugger engine traces it alone",
+                // SAFETY: reads the calling thread's last-error value.
+                unsafe { GetLastError() }
+            );
+            if let Some(companion) = self.companion.as_mut() {
+                companion.forget(pid);
+            }
+            return;
+        }
+        if let Some(p) = self.processes.get_mut(&pid) {
+            p.own_threads.extend(own_thread);
+            p.agent = Some(Agent { injection, state: AgentLoad::Queued, image: None, apc_thread: None });
+        }
+    }
+
+    /// Handles a breakpoint at an agent loader routine's traps; `None` if
+    /// it is not one. At the first, the thread becomes the tracer's and
+    /// the stubs get their original bytes back, for the agent to find and
+    /// copy them (the debugger's trampolines stay for calls in flight); at
+    /// the second the agent is in, or, if it failed, the debugger's patches
+    /// go back in.
+    fn on_loader_trap(&mut self, pid: u32, tid: u32, address: u64) -> Option<Next> {
+        let p = self.processes.get_mut(&pid)?;
+        let agent = p.agent.as_mut()?;
+        let begin = address == agent.injection.begin_trap;
+        if !begin && address != agent.injection.end_trap {
+            return None;
+        }
+        agent.state = if begin { AgentLoad::Loading(tid) } else { AgentLoad::Loaded };
+        if !begin && !p.own_threads.contains(&tid) {
+            agent.apc_thread = Some(tid);
+        }
+        let thread = p.threads.get(&tid)?.handle;
+        let mut ctx = AlignedContext(
+            // SAFETY: CONTEXT is plain data; all-zero is a valid value.
+            unsafe { std::mem::zeroed() },
+        );
+        ctx.0.ContextFlags = CONTEXT_CONTROL_AMD64;
+        // SAFETY: `ctx` is a valid, aligned CONTEXT; the thread is stopped.
+        if unsafe { GetThreadContext(thread, &mut ctx.0) } != 0 {
+            step_past_int3(thread, &mut ctx, address);
+        }
+        let failure = if begin { None } else { self.companion.as_mut().and_then(|c| c.failure(pid)) };
+        let p = self.processes.get_mut(&pid)?;
+        if begin {
+            if let Some(hooks) = p.hooks.as_mut() {
+                set_stubs(pid, p.handle, hooks, false);
+            }
+        } else if let Some(why) = failure {
+            eprintln!("winstrace: process {pid}: {why}; the debugger engine traces it");
+            p.agent = None;
+            match (p.hooks.as_mut(), p.ntdll_base) {
+                (Some(hooks), _) => set_stubs(pid, p.handle, hooks, true),
+                (None, Some(base)) => self.install_hooks(pid, base),
+                (None, None) => {}
+            }
+            if let Some(companion) = self.companion.as_mut() {
+                companion.forget(pid);
+            }
+        }
+        Some(Next::Continue(DBG_CONTINUE))
+    }
+
+    /// Ctrl-C with agents: runs each agent's detach routine (the agent puts
+    /// the stubs back and stops recording), handling the debug events
+    /// meanwhile, for each routine runs in a thread of its own.
+    fn stop_agents(&mut self) {
+        let Some(companion) = self.companion.as_mut() else { return };
+        let mut running = Vec::new();
+        for (pid, p) in &mut self.processes {
+            if p.agent.as_ref().map(|a| a.state) != Some(AgentLoad::Loaded) {
+                continue;
+            }
+            let Some(routine) = companion.detach_routine(*pid) else { continue };
+            let mut tid = 0u32;
+            // SAFETY: the agent published the address of its detach routine,
+            // `extern "system" fn(*mut c_void) -> u32`, in its own process;
+            // at worst a hostile target runs its own code.
+            let handle = unsafe {
+                CreateRemoteThread(
+                    p.handle,
+                    std::ptr::null(),
+                    0,
+                    Some(std::mem::transmute::<usize, unsafe extern "system" fn(*mut c_void) -> u32>(
+                        routine as usize,
+                    )),
+                    std::ptr::null(),
+                    0,
+                    &mut tid,
+                )
+            };
+            if handle.is_null() {
+                eprintln!("winstrace: process {pid}: cannot run the agent's detach routine");
+                continue;
+            }
+            p.own_threads.insert(tid);
+            running.push(handle);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(AGENT_DETACH_MS);
+        while !running.is_empty() && std::time::Instant::now() < deadline {
+            if let Ok(Some(event)) = wait_for_event(COMPANION_POLL_MS) {
+                self.poll_companion_before(Some(&event));
+                self.stats.debug_events += 1;
+                let status = match self.dispatch(&event) {
+                    Next::Continue(status) => status,
+                    Next::Exit(_) => DBG_CONTINUE,
+                };
+                // SAFETY: continues the event we just received.
+                unsafe { ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status) };
+            }
+            running.retain(|&thread| {
+                // SAFETY: our thread handles; a zero timeout only polls.
+                let done = unsafe { WaitForSingleObject(thread, 0) } == WAIT_OBJECT_0;
+                if done {
+                    // SAFETY: closed once, when done.
+                    unsafe { CloseHandle(thread) };
+                }
+                !done
+            });
+        }
+        self.poll_companion();
     }
 
     /// Handles the events threads raised before the traps were disarmed,
     /// then detaches from every process.
     fn drain_and_detach(&mut self) {
         while let Ok(Some(event)) = wait_for_event(DRAIN_MS) {
+            self.poll_companion_before(Some(&event));
             self.stats.debug_events += 1;
             let status = match self.dispatch(&event) {
                 Next::Continue(status) => status,
@@ -761,8 +1153,12 @@ impl Engine<'_> {
             // SAFETY: continues the event we just received.
             unsafe { ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status) };
         }
+        self.poll_companion();
         let pids: Vec<u32> = self.processes.keys().copied().collect();
         for pid in pids {
+            if let Some(companion) = self.companion.as_mut() {
+                companion.forget(pid);
+            }
             // SAFETY: plain call on a pid we debug.
             if unsafe { DebugActiveProcessStop(pid) } == 0 {
                 eprintln!("winstrace: detaching from process {pid} failed (error {})", unsafe {
@@ -815,6 +1211,44 @@ fn name_handles_in(namer: &mut HandleNamer, process: HANDLE, pid: u32, value: &m
         }
         _ => {}
     }
+}
+
+/// Writes each stub's patch (`patched`) or its original bytes back.
+fn set_stubs(pid: u32, process: HANDLE, hooks: &mut Hooks, patched: bool) {
+    if hooks.applied == patched {
+        return;
+    }
+    for stub in &hooks.patches {
+        let bytes = if patched { &stub.patch } else { &stub.original };
+        if let Err(e) = patch_code(process, stub.address, bytes) {
+            eprintln!("winstrace: process {pid}: cannot rewrite a stub: {e}");
+        }
+    }
+    hooks.applied = patched;
+}
+
+/// Resumes a thread stopped at the `int3` at `address` after it, wherever
+/// the OS left RIP (`ctx`: the thread's context, control registers read).
+fn step_past_int3(thread: HANDLE, ctx: &mut AlignedContext, address: u64) {
+    if ctx.0.Rip == address {
+        ctx.0.Rip = address + 1;
+        // SAFETY: a valid, aligned CONTEXT for a thread stopped by a debug event.
+        unsafe { SetThreadContext(thread, &ctx.0) };
+    }
+}
+
+/// Whether `path`'s last component is `name` (ASCII case ignored).
+fn file_name_is(path: &str, name: &str) -> bool {
+    path.rsplit(['\\', '/']).next().is_some_and(|last| last.eq_ignore_ascii_case(name))
+}
+
+/// SizeOfImage from the PE headers of the module mapped at `base`.
+fn image_size(process: HANDLE, base: u64) -> Option<u64> {
+    let mem = LiveMemory { process };
+    let nt = base + u64::from(mem.read_u32(base + 0x3c).ok()?);
+    // IMAGE_NT_HEADERS64: signature, file header (20 bytes), then the
+    // optional header, whose SizeOfImage is at 56.
+    mem.read_u32(nt + 4 + 20 + 56).ok().map(u64::from)
 }
 
 fn wait_for_event(timeout_ms: u32) -> Result<Option<DEBUG_EVENT>, EngineError> {
@@ -939,7 +1373,12 @@ fn install_hooks(process: HANDLE, ntdll_base: u64, trace: &TraceSet) -> Result<H
     }
     if stubs.is_empty() && !trace.is_everything() {
         // The filter left nothing to trace here: fine, nothing to patch.
-        return Ok(Hooks { trampolines: empty_trampolines(), names: Vec::new(), originals: Vec::new() });
+        return Ok(Hooks {
+            trampolines: empty_trampolines(),
+            names: Vec::new(),
+            patches: Vec::new(),
+            applied: true,
+        });
     }
     if stubs.is_empty() {
         return Err(EngineError::Os {
@@ -965,16 +1404,16 @@ fn install_hooks(process: HANDLE, ntdll_base: u64, trace: &TraceSet) -> Result<H
         )
     };
 
-    let mut originals = Vec::with_capacity(stubs.len());
+    let mut patches = Vec::with_capacity(stubs.len());
     for (stub, thunk) in stubs.iter().zip(&trampolines.thunks) {
         let patch = trampoline::jump_patch(stub.address, *thunk);
         if patch.len() > stub.code.len() {
             continue; // A far jump would overwrite more than the stub.
         }
-        originals.push((stub.address, stub.code[..patch.len()].to_vec()));
         patch_code(process, stub.address, &patch)?;
+        patches.push(StubPatch { address: stub.address, original: stub.code[..patch.len()].to_vec(), patch });
     }
-    Ok(Hooks { trampolines, names, originals })
+    Ok(Hooks { trampolines, names, patches, applied: true })
 }
 
 /// Trampolines for no stub at all: nothing is allocated, no trap matches.

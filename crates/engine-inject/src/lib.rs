@@ -1,16 +1,22 @@
-//! The in-process engine (`--engine inject`), first version.
+//! The in-process engine (`--engine inject`).
 //!
-//! It launches the target suspended, creates the shared mapping
-//! `Local\winstrace-ring-<pid>` (readable and writable by the current user
-//! only) holding a [`winstrace_ring`] ring, and injects the agent DLL
-//! ([`Options::agent_dll`]; winstrace.exe embeds it) "early bird":
-//! an APC to `LoadLibraryW` queued on the suspended main thread runs while
-//! the loader initialises the process, before the program's entry point.
+//! It runs inside a debug session of the debugger engine, as its
+//! [`Companion`](winstrace_engine_debug::Companion): the debugger traces
+//! each process from its first instruction (the loader's calls included)
+//! and this engine injects the agent DLL ([`Options::agent_dll`];
+//! winstrace.exe embeds it) into it. For each process it creates the shared
+//! mapping `Local\winstrace-ring-<pid>` (readable and writable by the
+//! current user only) holding a [`winstrace_ring`] ring and the agent's
+//! configuration, and writes a loader routine (`winstrace_hook::loader`)
+//! into the target, which the debugger runs as an APC on a launched
+//! process's first thread (once the loader has initialised the process,
+//! before the program's entry point) or on a thread of its own for `-p`.
 //! The agent's `DllMain` opens the mapping, hooks every Nt* stub and
 //! publishes the hooked functions' names (see `winstrace_agent::mapping`);
-//! from then on each call is one record in the ring, which [`trace`] turns
-//! into [`EventKind::Call`](winstrace_core::event::EventKind::Call) events
-//! until the process exits.
+//! from then on each call is one record in the ring, which the debug
+//! loop's polls turn into [`EventKind::Call`](winstrace_core::event::EventKind::Call)
+//! events, while threads, DLLs, exceptions, debug strings, children and
+//! exits still come from the debugger, which sees them first.
 //!
 //! Each record carries the memory the call's decoding reads, captured by
 //! the agent when the call returned (`winstrace_decode::capture`): the
@@ -18,17 +24,10 @@
 //! runs over the live process. `-e trace=` is applied in the agent: a
 //! function filtered out is not hooked.
 //!
-//! [`attach`] injects the agent into a running process with a remote
-//! thread that loads it; on Ctrl-C the tracer runs the agent's detach
-//! routine in the target (the stubs are put back, the trampolines stay for
-//! calls still in flight), reads what is left in the ring and leaves the
-//! process running.
-//!
-//! Under `-f` the agent reports each child its process creates (after
-//! NtCreateUserProcess, while the child's first thread is still suspended)
-//! and waits until the tracer has created the child's mapping and queued
-//! the agent's injection on that thread; the tracer then reads every
-//! process's ring.
+//! On Ctrl-C the debugger runs the agent's detach routine in the target
+//! (the stubs are put back, the trampolines stay for calls still in
+//! flight), this engine reads what is left in the ring and the debugger
+//! leaves the process running.
 //!
 //! [`call_from_record`] and the errors are platform-independent; the
 //! Windows half is `windows.rs`.
@@ -37,8 +36,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use winstrace_agent::record::{self, lifecycle, CallRecord, LifecycleRecord};
-use winstrace_core::event::{Call, CallResult, EventKind};
+use winstrace_agent::record::{self, CallRecord};
+use winstrace_core::event::{Call, CallResult};
+use winstrace_core::memory::TargetMemory;
 use winstrace_decode::capture::CapturedMemory;
 use winstrace_decode::DecodeOptions;
 use winstrace_filter::{StatusFilter, TraceSet};
@@ -47,7 +47,7 @@ pub mod handles;
 #[cfg(all(windows, target_arch = "x86_64"))]
 mod windows;
 #[cfg(all(windows, target_arch = "x86_64"))]
-pub use windows::{attach, trace};
+pub use windows::Inject;
 
 /// Data area of the ring, bytes (about 23,000 records).
 pub const RING_CAPACITY: u64 = 4 << 20;
@@ -68,10 +68,6 @@ pub struct Options {
     pub status: StatusFilter,
     /// `-y`: name the handles in the arguments.
     pub handle_names: bool,
-    /// `-f`: inject the agent into the children the target creates too.
-    pub follow_children: bool,
-    /// Polled while tracing: true asks to detach (Ctrl-C).
-    pub detach_requested: Option<fn() -> bool>,
 }
 
 /// The functions to hook among `available` (the Nt* stubs of ntdll), or
@@ -89,53 +85,26 @@ pub fn functions_to_hook<'a>(
     Some(only)
 }
 
-/// How tracing ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    /// The target's exit code; `None` when winstrace detached and the
-    /// target runs on.
-    pub exit_code: Option<u32>,
-    /// Calls reported.
-    pub calls: u64,
-    /// Functions the agent hooked.
-    pub hooked_functions: u64,
-    /// Records the agent could not write (the ring's lost counter).
-    pub lost_records: u64,
-}
-
 /// Errors a user can act on. Each prints as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    ProgramNotFound {
-        program: String,
-    },
     /// The agent DLL is not where the engine looks for it.
-    AgentNotFound {
-        path: String,
-    },
-    /// The agent was loaded but could not hook (the target was terminated).
-    AgentFailed {
-        code: i32,
-    },
-    /// The target exited without the agent ever reporting.
+    AgentNotFound { path: String },
+    /// The agent was loaded but could not hook.
+    AgentFailed { code: i32 },
+    /// The agent's loader ran, but the agent never reported.
     AgentNotLoaded,
     /// The shared ring broke its protocol.
     Ring(String),
     /// The process is a 32-bit (WOW64) one; the agent is 64-bit only.
-    NotX64 {
-        pid: u32,
-    },
+    NotX64 { pid: u32 },
     /// Any other failure of a Windows call, with its error code.
-    Os {
-        what: String,
-        code: u32,
-    },
+    Os { what: String, code: u32 },
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::ProgramNotFound { program } => write!(f, "cannot run '{program}': program not found"),
             Error::NotX64 { pid } => write!(
                 f,
                 "process {pid} is a 32-bit program: --engine inject traces x64 programs only (use --engine debug)"
@@ -145,10 +114,10 @@ impl fmt::Display for Error {
             }
             Error::AgentFailed { code } => {
                 let meaning = attach_error_meaning(*code);
-                write!(f, "the agent could not hook the target (error {code}: {meaning}); target terminated")
+                write!(f, "the agent could not hook the process (error {code}: {meaning})")
             }
             Error::AgentNotLoaded => {
-                write!(f, "the target exited before the agent attached (was it injected?)")
+                write!(f, "the agent DLL did not load")
             }
             Error::Ring(e) => write!(f, "the shared ring is corrupt: {e}"),
             Error::Os { what, code } => write!(f, "{what} failed: Windows error {code}"),
@@ -174,34 +143,6 @@ pub fn function_name(names: &[Arc<str>], index: u32) -> Arc<str> {
         Some(name) => name.clone(),
         None => Arc::from(format!("Nt?{index}")),
     }
-}
-
-/// The event a lifecycle record stands for, or `None` for one to drop:
-/// OutputDebugStringW raises its text twice when no debugger takes it (wide,
-/// then narrow), so a narrow debug string right after the same wide one on
-/// a thread is a repeat. `last_wide` is the thread's last wide string.
-pub fn event_from_lifecycle(record: &LifecycleRecord, last_wide: &mut Option<String>) -> Option<EventKind> {
-    let text = || String::from_utf16_lossy(&record.text);
-    let [a, b, _] = record.values;
-    Some(match record.kind {
-        lifecycle::THREAD_START => EventKind::ThreadStart { start_address: a },
-        lifecycle::THREAD_EXIT => EventKind::ThreadExit { code: a as u32 },
-        lifecycle::DLL_LOAD => EventKind::DllLoad { path: text(), base: a },
-        lifecycle::DLL_UNLOAD => EventKind::DllUnload { base: a },
-        lifecycle::EXCEPTION => EventKind::Exception { code: a as u32, address: b, first_chance: true },
-        lifecycle::DEBUG_STRING => {
-            let text = text();
-            let wide = a != 0;
-            if !wide && last_wide.take().as_deref() == Some(text.as_str()) {
-                return None;
-            }
-            if wide {
-                *last_wide = Some(text.clone());
-            }
-            EventKind::DebugOutput { text }
-        }
-        _ => return None,
-    })
 }
 
 /// A call's duration from its entry and return TSCs, given the counter's
@@ -231,10 +172,7 @@ pub fn call_from_record(
     // System calls return an NTSTATUS in EAX; the upper half of RAX carries
     // nothing.
     let status = (!record.no_return).then_some(u64::from(record.status as u32));
-    let mut memory = CapturedMemory::new();
-    for (address, bytes) in record::pieces(payload) {
-        memory.add(address, bytes);
-    }
+    let memory = record_memory(payload);
     let (args, args_complete) = winstrace_decode::decode_call(&function, &record.args, status, &memory, opts);
     Call {
         function,
@@ -249,6 +187,86 @@ pub fn call_from_record(
         entry_time: None,
         duration: duration(record, tsc_rate),
     }
+}
+
+/// A call still in progress, as `<unfinished ...>` shows it: its
+/// arguments decoded without a result (out-parameters are not filled in
+/// yet), from `memory` (the record's captured bytes, or the live process).
+pub fn call_start(
+    function: Arc<str>,
+    args: &[u64],
+    id: u64,
+    memory: &dyn TargetMemory,
+    opts: &DecodeOptions,
+) -> Call {
+    let (args, args_complete) = winstrace_decode::decode_call(&function, args, None, memory, opts);
+    Call {
+        function,
+        id,
+        args,
+        args_complete,
+        result: CallResult::NoReturn,
+        resumed: false,
+        entry_time: None,
+        duration: None,
+    }
+}
+
+/// The memory a record carries, as target memory.
+pub fn record_memory(payload: &[u8]) -> CapturedMemory {
+    let mut memory = CapturedMemory::new();
+    for (address, bytes) in record::pieces(payload) {
+        memory.add(address, bytes);
+    }
+    memory
+}
+
+/// A call of the agent's, as the tracer orders them: a record read from
+/// the ring (it has returned) or a frame read from the agent's in-flight
+/// table (it has not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub thread_id: u32,
+    pub entry_tsc: u64,
+    /// When the call returned (`None`: not yet, or never).
+    pub return_tsc: Option<u64>,
+}
+
+/// strace's `<unfinished ...>` for the in-process engine. `records` are
+/// in the order they are to be printed (the ring's: by return); `in_flight`
+/// are calls not returned yet. Returns, per record, the calls (indexes
+/// into `records`, then `records.len() + i` for `in_flight[i]`) to print
+/// as unfinished just before it: every call of another thread that
+/// entered before the record's call returned and is not printed yet.
+/// Sorting the candidates by entry keeps this O(n log n).
+pub fn unfinished_before(records: &[Span], in_flight: &[Span]) -> Vec<Vec<usize>> {
+    let mut candidates: Vec<usize> = (0..records.len() + in_flight.len()).collect();
+    let span = |i: usize| if i < records.len() { records[i] } else { in_flight[i - records.len()] };
+    candidates.sort_by_key(|&i| span(i).entry_tsc);
+    let mut done = vec![false; records.len() + in_flight.len()];
+    let mut next = 0;
+    // Calls entered before the current record returned, not printed yet.
+    let mut open: Vec<usize> = Vec::new();
+    let mut out = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        let until = record.return_tsc.unwrap_or(record.entry_tsc);
+        while next < candidates.len() && span(candidates[next]).entry_tsc < until {
+            open.push(candidates[next]);
+            next += 1;
+        }
+        done[i] = true;
+        // A call of this thread stays open: it can only enclose this one
+        // (an APC run inside a wait), and another thread's record may
+        // still interrupt it.
+        let before: Vec<usize> =
+            open.iter().copied().filter(|&c| !done[c] && span(c).thread_id != record.thread_id).collect();
+        for &c in &before {
+            done[c] = true;
+        }
+        open.retain(|&c| !done[c]);
+        out.push(before);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -274,6 +292,28 @@ mod tests {
 
     fn names() -> Vec<Arc<str>> {
         ["NtClose", "NtQueryAttributesFile", "NtTerminateProcess"].into_iter().map(Arc::from).collect()
+    }
+
+    fn span(thread_id: u32, entry_tsc: u64, return_tsc: Option<u64>) -> Span {
+        Span { thread_id, entry_tsc, return_tsc }
+    }
+
+    #[test]
+    fn calls_overlapping_another_threads_line_are_announced_once_before_it() {
+        // Thread 1 waits (10..50) while thread 2 makes two calls; thread 3
+        // is still inside a call (entered at 30) when the batch ends.
+        let records =
+            [span(2, 12, Some(15)), span(2, 20, Some(25)), span(1, 10, Some(50)), span(2, 55, Some(60))];
+        let in_flight = [span(3, 30, None), span(4, 70, None)];
+        let before = unfinished_before(&records, &in_flight);
+        assert_eq!(before, vec![vec![2], vec![], vec![4], vec![]]);
+        // One thread alone is never interrupted.
+        let alone = [span(1, 1, Some(2)), span(1, 3, Some(4))];
+        assert_eq!(unfinished_before(&alone, &[span(1, 5, None)]), vec![Vec::<usize>::new(), vec![]]);
+        // A call that encloses another of its thread (an APC inside a
+        // wait) stays a candidate for the next thread's line.
+        let nested = [span(1, 2, Some(3)), span(2, 4, Some(5)), span(1, 1, Some(9))];
+        assert_eq!(unfinished_before(&nested, &[]), vec![vec![], vec![2], vec![]]);
     }
 
     #[test]
@@ -330,44 +370,6 @@ mod tests {
     }
 
     #[test]
-    fn lifecycle_records_become_events_and_repeated_debug_strings_are_dropped() {
-        let record = |kind, values: [u64; 3], text: &str| LifecycleRecord {
-            kind,
-            thread_id: 4,
-            values,
-            text: text.encode_utf16().collect(),
-        };
-        let mut last = None;
-        assert_eq!(
-            event_from_lifecycle(&record(lifecycle::DLL_LOAD, [0x7b60_0000, 0, 0], r"C:\k.dll"), &mut last),
-            Some(EventKind::DllLoad { path: r"C:\k.dll".into(), base: 0x7b60_0000 })
-        );
-        assert_eq!(
-            event_from_lifecycle(&record(lifecycle::EXCEPTION, [0xc000_0005, 0x1234, 0], ""), &mut last),
-            Some(EventKind::Exception { code: 0xc000_0005, address: 0x1234, first_chance: true })
-        );
-        assert_eq!(
-            event_from_lifecycle(
-                &record(lifecycle::THREAD_EXIT, [0xffff_ffff_0000_0007, 0, 0], ""),
-                &mut last
-            ),
-            Some(EventKind::ThreadExit { code: 7 })
-        );
-        let wide = record(lifecycle::DEBUG_STRING, [1, 0, 0], "hello");
-        let narrow = record(lifecycle::DEBUG_STRING, [0, 0, 0], "hello");
-        assert_eq!(
-            event_from_lifecycle(&wide, &mut last),
-            Some(EventKind::DebugOutput { text: "hello".into() })
-        );
-        assert_eq!(event_from_lifecycle(&narrow, &mut last), None, "the narrow repeat");
-        assert_eq!(
-            event_from_lifecycle(&narrow, &mut last),
-            Some(EventKind::DebugOutput { text: "hello".into() })
-        );
-        assert_eq!(event_from_lifecycle(&record(9, [0; 3], ""), &mut last), None);
-    }
-
-    #[test]
     fn the_trace_set_decides_what_is_hooked() {
         let available = ["NtClose", "NtCreateFile", "NtOpenKey", "NtQueryAttributesFile"];
         assert_eq!(functions_to_hook(&TraceSet::default(), available.into_iter()), None);
@@ -421,7 +423,6 @@ mod tests {
     #[test]
     fn errors_are_one_line() {
         for e in [
-            Error::ProgramNotFound { program: "x.exe".into() },
             Error::AgentNotFound { path: "C:\\a\\winstrace_agent.dll".into() },
             Error::AgentFailed { code: -6 },
             Error::AgentNotLoaded,

@@ -1,57 +1,43 @@
 //! The Windows half: launching suspended, the shared mapping, the early-bird
 //! injection and the reading loop.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
-use std::io;
-use std::os::windows::io::AsRawHandle;
-use std::os::windows::process::CommandExt;
-use std::process::Command;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, DuplicateHandle, GetLastError, LocalFree, DUPLICATE_SAME_ACCESS, ERROR_ALREADY_EXISTS,
-    HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
+    CloseHandle, GetLastError, LocalFree, ERROR_ALREADY_EXISTS, HANDLE, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Security::Authorization::{
     ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
 };
 use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
 use windows_sys::Win32::System::Diagnostics::Debug::WriteProcessMemory;
-use windows_sys::Win32::System::Diagnostics::ToolHelp::{
-    CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
-};
 use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
 use windows_sys::Win32::System::Memory::{
-    CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, VirtualAllocEx, FILE_MAP_ALL_ACCESS,
-    MEMORY_MAPPED_VIEW_ADDRESS, MEM_COMMIT, MEM_RESERVE, PAGE_READWRITE,
+    CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, VirtualAllocEx, VirtualProtectEx,
+    FILE_MAP_ALL_ACCESS, MEMORY_MAPPED_VIEW_ADDRESS, MEM_COMMIT, MEM_RESERVE, PAGE_EXECUTE_READ,
+    PAGE_READWRITE,
 };
-use windows_sys::Win32::System::Threading::{
-    CreateRemoteThread, GetCurrentProcess, GetExitCodeProcess, GetProcessId, IsWow64Process, OpenProcess,
-    OpenThread, QueueUserAPC, ResumeThread, TerminateProcess, WaitForSingleObject, CREATE_SUSPENDED,
-    PROCESS_CREATE_THREAD, PROCESS_DUP_HANDLE, PROCESS_QUERY_INFORMATION, PROCESS_SYNCHRONIZE,
-    PROCESS_VM_OPERATION, PROCESS_VM_READ, PROCESS_VM_WRITE, THREAD_SET_CONTEXT, THREAD_SUSPEND_RESUME,
-};
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, IsWow64Process};
 use winstrace_agent::mapping::{self, AgentState, Layout};
-use winstrace_agent::record::{
-    CallRecord, ChildRecord, LifecycleRecord, RECORD_KIND_CALL, RECORD_KIND_CHILD, RECORD_KIND_LIFECYCLE,
-};
+use winstrace_agent::record::{CallRecord, RECORD_KIND_CALL};
 use winstrace_agent::AgentConfig;
-use winstrace_core::event::{CallResult, Event, EventKind, EventSink, ProcessStart};
+use winstrace_core::event::{Call, CallResult, EventKind};
+use winstrace_core::memory::{PageCache, TargetMemory};
+use winstrace_engine_debug::live::{HandleNamer, LiveMemory};
+use winstrace_engine_debug::{Companion, Injection, Report};
+use winstrace_filter::StatusFilter;
+use winstrace_hook::{loader, trampoline};
 use winstrace_ring::{Reader, Ring, RingRef};
 
 use crate::handles::HandleTracker;
 use crate::{
-    call_from_record, event_from_lifecycle, functions_to_hook, Error, Options, Outcome, NAMES_BYTES,
-    RING_CAPACITY,
+    call_from_record, call_start, function_name, functions_to_hook, record_memory, unfinished_before, Error,
+    Options, Span, NAMES_BYTES, RING_CAPACITY,
 };
-
-/// How long the loop sleeps on the target's handle when the ring is empty.
-const POLL_MS: u32 = 5;
-/// How long a detach may take in the target before the tracer gives up
-/// waiting (the agent only restores 8 bytes per stub).
-const DETACH_WAIT_MS: u32 = 10_000;
 
 /// An owned kernel handle.
 struct Handle(HANDLE);
@@ -155,85 +141,54 @@ fn create_mapping(pid: u32, words: usize) -> Result<(Handle, View), Error> {
     Ok((section, View { base: view.Value, words }))
 }
 
-/// The one thread of a process that was just created suspended.
-fn main_thread(pid: u32) -> Result<Handle, Error> {
-    // SAFETY: a snapshot of all threads; closed by `Handle`.
-    let snapshot = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0) };
-    if snapshot == INVALID_HANDLE_VALUE {
-        return Err(last_error("CreateToolhelp32Snapshot"));
-    }
-    let snapshot = Handle(snapshot);
-    // SAFETY: THREADENTRY32 is plain data; dwSize is set before use.
-    let mut entry: THREADENTRY32 = unsafe { std::mem::zeroed() };
-    entry.dwSize = std::mem::size_of::<THREADENTRY32>() as u32;
-    // SAFETY: walks the snapshot with a correctly sized entry.
-    let mut more = unsafe { Thread32First(snapshot.0, &mut entry) } != 0;
-    while more {
-        if entry.th32OwnerProcessID == pid {
-            // SAFETY: plain call; the handle is closed by `Handle`.
-            let thread =
-                unsafe { OpenThread(THREAD_SET_CONTEXT | THREAD_SUSPEND_RESUME, 0, entry.th32ThreadID) };
-            if thread.is_null() {
-                return Err(last_error("OpenThread"));
-            }
-            return Ok(Handle(thread));
-        }
-        // SAFETY: as above.
-        more = unsafe { Thread32Next(snapshot.0, &mut entry) } != 0;
-    }
-    Err(Error::Os { what: format!("finding the main thread of process {pid}"), code: 0 })
-}
-
-/// Writes the agent's path into the target; returns its address there.
-fn write_remote_path(process: HANDLE, dll: &std::path::Path) -> Result<*mut c_void, Error> {
-    let path = wide(&dll.display().to_string());
-    let bytes = path.len() * 2;
-    // SAFETY: allocates in the target; left there (a few hundred bytes).
-    let remote =
-        unsafe { VirtualAllocEx(process, std::ptr::null(), bytes, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE) };
-    if remote.is_null() {
-        return Err(last_error("VirtualAllocEx"));
-    }
-    let mut written = 0usize;
-    // SAFETY: `remote` has `bytes` writable bytes in the target; `path` is ours.
-    if unsafe { WriteProcessMemory(process, remote, path.as_ptr() as *const c_void, bytes, &mut written) }
-        == 0
-        || written != bytes
-    {
-        return Err(last_error("WriteProcessMemory"));
-    }
-    Ok(remote)
-}
-
 /// `LoadLibraryW`'s address, the same in the target as here: kernel32 is a
 /// system DLL, mapped at one address in every process of a session.
-fn load_library_address() -> Result<unsafe extern "system" fn() -> isize, Error> {
+fn load_library_address() -> Result<u64, Error> {
     let kernel32 = wide("kernel32.dll");
     // SAFETY: NUL-terminated names; kernel32 is loaded in every process and,
     // being a system DLL, at the same address in the target as here.
     let load_library =
         unsafe { GetProcAddress(GetModuleHandleW(kernel32.as_ptr()), c"LoadLibraryW".as_ptr() as *const u8) };
-    load_library.ok_or_else(|| last_error("GetProcAddress(LoadLibraryW)"))
+    load_library.map(|f| f as usize as u64).ok_or_else(|| last_error("GetProcAddress(LoadLibraryW)"))
 }
 
-/// Writes the agent's path into the target and queues an APC to
-/// `LoadLibraryW` on its suspended main thread.
-fn queue_injection(process: HANDLE, thread: &Handle, dll: &std::path::Path) -> Result<(), Error> {
-    let remote = write_remote_path(process, dll)?;
-    let load_library = load_library_address()?;
-    // SAFETY: LoadLibraryW takes one pointer-sized argument, as an APC
-    // routine does (its return value in RAX is ignored on x64).
-    let apc = unsafe {
-        std::mem::transmute::<unsafe extern "system" fn() -> isize, unsafe extern "system" fn(usize)>(
-            load_library,
-        )
-    };
-    // SAFETY: queues the APC on the target's thread; the parameter is the
-    // target's copy of the path.
-    if unsafe { QueueUserAPC(Some(apc), thread.0, remote as usize) } == 0 {
-        return Err(last_error("QueueUserAPC"));
+/// Bytes before the agent's path in the page the loader routine goes in.
+const ROUTINE_BYTES: usize = 64;
+
+/// Writes the loader routine (see `winstrace_hook::loader`) and the agent's
+/// path into the target, executable and read-only; returns the routine.
+fn write_loader(process: HANDLE, dll: &std::path::Path) -> Result<loader::LoaderRoutine, Error> {
+    let path = wide(&dll.display().to_string());
+    let bytes = ROUTINE_BYTES + path.len() * 2;
+    // SAFETY: allocates in the target; left there (one page), as a thread
+    // may still be inside the routine when the tracer leaves.
+    let remote =
+        unsafe { VirtualAllocEx(process, std::ptr::null(), bytes, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE) };
+    if remote.is_null() {
+        return Err(last_error("VirtualAllocEx"));
     }
-    Ok(())
+    let base = remote as u64;
+    let routine = loader::build(base, base + ROUTINE_BYTES as u64, load_library_address()?)
+        .map_err(|e| Error::Os { what: format!("assembling the agent's loader ({e})"), code: 0 })?;
+    let mut page = routine.code.clone();
+    assert!(page.len() <= ROUTINE_BYTES, "the loader routine outgrew its room");
+    page.resize(ROUTINE_BYTES, loader::INT3);
+    page.extend(path.iter().flat_map(|u| u.to_le_bytes()));
+    let mut written = 0usize;
+    // SAFETY: `remote` has `bytes` writable bytes in the target; `page` is ours.
+    if unsafe {
+        WriteProcessMemory(process, remote, page.as_ptr() as *const c_void, page.len(), &mut written)
+    } == 0
+        || written != page.len()
+    {
+        return Err(last_error("WriteProcessMemory"));
+    }
+    let mut old = 0u32;
+    // SAFETY: our own allocation in the target.
+    if unsafe { VirtualProtectEx(process, remote, bytes, PAGE_EXECUTE_READ, &mut old) } == 0 {
+        return Err(last_error("VirtualProtectEx"));
+    }
+    Ok(routine)
 }
 
 /// What the agent is to do: the decode options, and which functions to
@@ -252,113 +207,12 @@ fn agent_config(options: &Options) -> Result<AgentConfig, Error> {
             .map_err(|e| Error::Os { what: format!("reading ntdll's exports: {e}"), code: 0 })?;
         functions_to_hook(&options.trace, stubs.iter().map(|s| s.name.as_str()))
     };
-    Ok(AgentConfig { decode: options.decode.clone(), only, follow_children: options.follow_children })
+    Ok(AgentConfig { decode: options.decode.clone(), only })
 }
 
 fn read_tsc() -> u64 {
     // SAFETY: RDTSC has no preconditions on x86_64.
     unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// Launches `program` with `args`, injects the agent and reports every
-/// call it records until the process exits (or, on Ctrl-C, until the
-/// agent is detached).
-pub fn trace(
-    program: &str,
-    args: &[String],
-    options: &Options,
-    sink: &mut dyn EventSink,
-) -> Result<Outcome, Error> {
-    check_agent(options)?;
-    // std's Command resolves the program on PATH and quotes the arguments;
-    // CREATE_SUSPENDED keeps the main thread from running any code until
-    // the mapping exists and the injection is queued.
-    let child =
-        Command::new(program).args(args).creation_flags(CREATE_SUSPENDED).spawn().map_err(|e| {
-            match e.kind() {
-                io::ErrorKind::NotFound => Error::ProgramNotFound { program: program.to_string() },
-                _ => Error::Os {
-                    what: format!("starting '{program}'"),
-                    code: e.raw_os_error().unwrap_or(0) as u32,
-                },
-            }
-        })?;
-    let pid = child.id();
-    let process = child.as_raw_handle() as HANDLE;
-    let result = (|| {
-        check_x64(process, pid)?;
-        let config = agent_config(options)?;
-        let shared = Shared::create(pid, &config)?;
-        let thread = main_thread(pid)?;
-        queue_injection(process, &thread, &options.agent_dll)?;
-        let command_line =
-            std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
-        emit(
-            sink,
-            pid,
-            0,
-            EventKind::ProcessStart(ProcessStart {
-                image: program.to_string(),
-                command_line,
-                attached: false,
-            }),
-        );
-        // SAFETY: resumes the thread we created suspended.
-        if unsafe { ResumeThread(thread.0) } == u32::MAX {
-            return Err(last_error("ResumeThread"));
-        }
-        drop(thread);
-        follow(pid, process, shared, &config, options, sink)
-    })();
-    if result.is_err() {
-        // SAFETY: our own child's handle, still open (`child` owns it).
-        unsafe { TerminateProcess(process, 1) };
-    }
-    drop(child);
-    let _ = sink.finish();
-    result
-}
-
-/// Attaches to the running process `pid`: injects the agent with a remote
-/// thread that loads it (the agent stops the process's other threads while
-/// it patches the stubs) and reports every call until the process exits or,
-/// on Ctrl-C, the agent is detached and the process runs on.
-pub fn attach(pid: u32, options: &Options, sink: &mut dyn EventSink) -> Result<Outcome, Error> {
-    check_agent(options)?;
-    let access = PROCESS_CREATE_THREAD
-        | PROCESS_QUERY_INFORMATION
-        | PROCESS_VM_OPERATION
-        | PROCESS_VM_READ
-        | PROCESS_VM_WRITE
-        | PROCESS_DUP_HANDLE
-        | PROCESS_SYNCHRONIZE;
-    // SAFETY: plain call; the handle is closed by `Handle`.
-    let process = unsafe { OpenProcess(access, 0, pid) };
-    if process.is_null() {
-        return Err(last_error(&format!("opening process {pid}")));
-    }
-    let process = Handle(process);
-    check_x64(process.0, pid)?;
-    let config = agent_config(options)?;
-    let shared = Shared::create(pid, &config)?;
-    let remote = write_remote_path(process.0, &options.agent_dll)?;
-    let load_library = load_library_address()?;
-    // SAFETY: LoadLibraryW takes one pointer-sized argument and returns a
-    // pointer-sized value, as a thread routine does (its exit code is cut
-    // to 32 bits, which nothing reads).
-    let routine = unsafe {
-        std::mem::transmute::<
-            unsafe extern "system" fn() -> isize,
-            unsafe extern "system" fn(*mut c_void) -> u32,
-        >(load_library)
-    };
-    let (image, command_line) = winstrace_engine_debug::live::process_identity(process.0);
-    emit(sink, pid, 0, EventKind::ProcessStart(ProcessStart { image, command_line, attached: true }));
-    let loader = remote_thread(process.0, routine, remote)?;
-    drop(loader);
-    let result = follow(pid, process.0, shared, &config, options, sink);
-    let _ = sink.finish();
-    result
 }
 
 /// Refuses a 32-bit (WOW64) process: the 64-bit agent cannot be loaded
@@ -382,27 +236,6 @@ fn check_agent(options: &Options) -> Result<(), Error> {
     } else {
         Err(Error::AgentNotFound { path: options.agent_dll.display().to_string() })
     }
-}
-
-/// Starts `routine(parameter)` on a new thread of `process`.
-fn remote_thread(
-    process: HANDLE,
-    routine: unsafe extern "system" fn(*mut c_void) -> u32,
-    parameter: *mut c_void,
-) -> Result<Handle, Error> {
-    // SAFETY: `routine` is code in the target taking one pointer argument;
-    // the thread handle is closed by `Handle`.
-    let thread = unsafe {
-        CreateRemoteThread(process, std::ptr::null(), 0, Some(routine), parameter, 0, std::ptr::null_mut())
-    };
-    if thread.is_null() {
-        return Err(last_error("CreateRemoteThread"));
-    }
-    Ok(Handle(thread))
-}
-
-fn emit(sink: &mut dyn EventSink, pid: u32, tid: u32, kind: EventKind) {
-    let _ = sink.event(&Event { pid, tid, time: SystemTime::now(), kind });
 }
 
 /// The tracer's side of the shared mapping: the section, its view, and the
@@ -430,261 +263,393 @@ impl Shared {
     }
 }
 
-/// One traced process.
+/// One traced process's agent.
 struct Session {
-    pid: u32,
+    /// The debug session's handle to it (valid until its exit event).
     process: HANDLE,
-    /// Set for children: the handle is ours to close.
-    _owned: Option<Handle>,
     shared: Shared,
     reader: Reader<'static>,
     ring: RingRef<'static>,
     names: Option<Vec<Arc<str>>>,
     handles: HandleTracker,
-    /// Per thread, its last wide debug string (see `event_from_lifecycle`).
-    last_wide: std::collections::HashMap<u32, String>,
-    exit_code: Option<u32>,
+    /// Calls shown `<unfinished ...>`: (thread, entry TSC).
+    announced: HashSet<(u32, u64)>,
+    /// Records read but held back for the next poll (see `Inject::poll`).
+    pending: Batch,
+    /// Per thread, when its last reported call ended.
+    last_end: HashMap<u32, u64>,
 }
 
 impl Session {
-    fn new(pid: u32, process: HANDLE, owned: Option<Handle>, shared: Shared) -> Result<Session, Error> {
+    fn new(process: HANDLE, shared: Shared) -> Result<Session, Error> {
         let ring = Ring::attach(shared.layout.ring(shared.region)).map_err(|e| Error::Ring(e.to_string()))?;
         let reader = ring.reader().map_err(|e| Error::Ring(e.to_string()))?;
         Ok(Session {
-            pid,
             process,
-            _owned: owned,
             shared,
             reader,
             ring,
             names: None,
             handles: HandleTracker::new(),
-            last_wide: std::collections::HashMap::new(),
-            exit_code: None,
+            announced: HashSet::new(),
+            pending: Vec::new(),
+            last_end: HashMap::new(),
         })
     }
 }
 
-/// Reads the records of process `pid` (and, under -f, of the children it
-/// and they create) until they have all exited or a detach is requested,
-/// and reports them. The outcome's exit code is `pid`'s.
-fn follow(
-    pid: u32,
-    process: HANDLE,
-    shared: Shared,
-    config: &AgentConfig,
-    options: &Options,
-    sink: &mut dyn EventSink,
-) -> Result<Outcome, Error> {
-    let mut sessions = vec![Session::new(pid, process, None, shared)?];
-    let (tsc0, instant0) = (read_tsc(), Instant::now());
-    let tsc_rate = || {
-        let seconds = instant0.elapsed().as_secs_f64();
-        (seconds > 0.01).then(|| read_tsc().wrapping_sub(tsc0) as f64 / seconds)
-    };
-    let mut lookups = options.handle_names.then(winstrace_engine_debug::live::HandleNamer::new);
-    let user_sid = lookups.as_ref().and_then(|l| l.user_sid().map(str::to_string));
-    let mut calls = 0u64;
-    let mut first_exit_code = None;
-    let mut hooked_functions = 0u64;
-    let detach_requested = || options.detach_requested.is_some_and(|requested| requested());
-    loop {
-        let detaching = detach_requested();
-        let mut read_any = false;
-        let mut children = Vec::new();
-        for session in &mut sessions {
-            // SAFETY: a process handle; a zero timeout only polls.
-            let exited = unsafe { WaitForSingleObject(session.process, 0) } == WAIT_OBJECT_0;
-            if session.names.is_none() {
-                match mapping::read_agent_state(session.shared.region, &session.shared.layout) {
-                    AgentState::Attached(list) => {
-                        hooked_functions = hooked_functions.max(list.len() as u64);
-                        session.names = Some(list.into_iter().map(Arc::from).collect());
-                    }
-                    AgentState::Failed(code) => return Err(Error::AgentFailed { code }),
-                    AgentState::Invalid => {
-                        return Err(Error::Ring("the agent's name table is invalid".into()))
-                    }
-                    AgentState::Pending if exited => {
-                        session.ring.set_consumer_alive(false);
-                        if session.pid == pid {
-                            return Err(Error::AgentNotLoaded);
-                        }
-                        // A child that died before its agent ran: it ends here.
-                        session.exit_code = Some(exit_code_of(session.process)?);
-                        emit(
-                            sink,
-                            session.pid,
-                            0,
-                            EventKind::ProcessExit { code: session.exit_code.unwrap_or(0) },
-                        );
+/// The in-process engine, as the debugger engine's companion: it injects
+/// the agent into every process the debugger traces and reports the calls
+/// the agents record (see [`winstrace_engine_debug::Companion`]).
+pub struct Inject {
+    options: Options,
+    config: AgentConfig,
+    dll_name: String,
+    sessions: HashMap<u32, Session>,
+    lookups: Option<HandleNamer>,
+    user_sid: Option<String>,
+    calls: u64,
+    hooked_functions: u64,
+    /// Records lost by the rings of processes already gone.
+    lost_records: u64,
+    tsc0: u64,
+    instant0: Instant,
+}
+
+impl Inject {
+    /// Checks the agent DLL and computes what the agents are to do.
+    pub fn new(options: &Options) -> Result<Inject, Error> {
+        check_agent(options)?;
+        let lookups = options.handle_names.then(HandleNamer::new);
+        let user_sid = lookups.as_ref().and_then(|l| l.user_sid().map(str::to_string));
+        Ok(Inject {
+            options: options.clone(),
+            config: agent_config(options)?,
+            dll_name: options
+                .agent_dll
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sessions: HashMap::new(),
+            lookups,
+            user_sid,
+            calls: 0,
+            hooked_functions: 0,
+            lost_records: 0,
+            tsc0: read_tsc(),
+            instant0: Instant::now(),
+        })
+    }
+
+    /// The time-stamp counter's rate, ticks per second, once measurable.
+    fn tsc_rate(&self) -> Option<f64> {
+        let seconds = self.instant0.elapsed().as_secs_f64();
+        (seconds > 0.01).then(|| read_tsc().wrapping_sub(self.tsc0) as f64 / seconds)
+    }
+}
+
+/// Records read from the ring: each one's parsed header, its payload and
+/// its position in the ring.
+type Batch = Vec<(CallRecord, Vec<u8>, u64)>;
+
+/// When a call ended: its return, or its entry for one that does not return.
+fn end_tsc(record: &CallRecord) -> u64 {
+    if record.no_return {
+        record.entry_tsc
+    } else {
+        record.return_tsc
+    }
+}
+
+fn record_span(record: &CallRecord) -> Span {
+    Span {
+        thread_id: record.thread_id,
+        entry_tsc: record.entry_tsc,
+        return_tsc: (!record.no_return).then_some(record.return_tsc),
+    }
+}
+
+impl Inject {
+    /// Every call record of process `pid` not yet reported (those held back
+    /// last time first); none until its agent has attached.
+    fn drain(&mut self, pid: u32) -> Option<Batch> {
+        let session = self.sessions.get_mut(&pid)?;
+        if session.names.is_none() {
+            match mapping::read_agent_state(session.shared.region, &session.shared.layout) {
+                AgentState::Attached(list) => {
+                    self.hooked_functions = self.hooked_functions.max(list.len() as u64);
+                    session.names = Some(list.into_iter().map(Arc::from).collect());
+                }
+                _ => return None,
+            }
+        }
+        let mut batch = std::mem::take(&mut session.pending);
+        loop {
+            match session.reader.next() {
+                Ok(Some(rec)) => {
+                    // Threads, DLLs, exceptions and debug strings come from
+                    // the debugger: the agent's own reports are not needed.
+                    if rec.kind != RECORD_KIND_CALL {
                         continue;
                     }
-                    AgentState::Pending => continue,
-                }
-            }
-            if detaching && !exited {
-                // The agent puts the stubs back and stops recording; what it
-                // recorded before is still in the ring, read below.
-                run_detach_routine(session)?;
-            }
-            let names = session.names.as_deref().unwrap_or(&[]);
-            let rate = tsc_rate();
-            while let Some(rec) = session.reader.next().map_err(|e| Error::Ring(e.to_string()))? {
-                read_any = true;
-                if rec.kind == RECORD_KIND_CHILD {
-                    if let Some(child) = ChildRecord::decode(rec.payload) {
-                        children.push((session.pid, session.process, session.shared.region, child));
+                    if let Ok(record) = CallRecord::decode(rec.payload) {
+                        batch.push((record, rec.payload.to_vec(), rec.position));
                     }
-                    continue;
                 }
-                if rec.kind == RECORD_KIND_LIFECYCLE {
-                    if let Some(record) = LifecycleRecord::decode(rec.payload) {
-                        let mut last = session.last_wide.remove(&record.thread_id);
-                        let event = event_from_lifecycle(&record, &mut last);
-                        if let Some(text) = last {
-                            session.last_wide.insert(record.thread_id, text);
-                        }
-                        if let Some(kind) = event {
-                            emit(sink, session.pid, record.thread_id, kind);
-                        }
-                    }
-                    continue;
+                Ok(None) => break,
+                Err(e) => {
+                    // A target that breaks the ring's protocol loses its
+                    // agent's records, not the trace.
+                    eprintln!("winstrace: process {pid}: {}", Error::Ring(e.to_string()));
+                    session.ring.set_consumer_alive(false);
+                    session.names = Some(Vec::new());
+                    break;
                 }
-                if rec.kind != RECORD_KIND_CALL {
-                    continue;
-                }
-                let Ok(record) = CallRecord::decode(rec.payload) else { continue };
-                calls += 1;
-                let mut call = call_from_record(&record, rec.payload, names, calls, rate, &options.decode);
-                let result = match call.result {
-                    CallResult::Returned(status) => Some(status),
-                    _ => None,
-                };
-                if !options.status.shows(result) {
-                    continue;
-                }
-                if let Some(lookups) = lookups.as_mut() {
-                    let (process, pid) = (session.process, session.pid);
-                    let mut lookup = |handle: u64| {
-                        lookups.forget(pid, handle);
-                        lookups.name(process, pid, handle)
-                    };
-                    session.handles.name_call(&mut call, user_sid.as_deref(), &mut lookup);
-                }
-                emit(sink, session.pid, record.thread_id, EventKind::Call(call));
-            }
-            if detaching && !exited {
-                session.ring.set_consumer_alive(false);
-                emit(sink, session.pid, 0, EventKind::Detached);
-                session.exit_code = Some(0);
-            } else if exited {
-                // Everything the process published is read (a record it
-                // reserved but never published, if it died mid-write, is lost).
-                session.ring.set_consumer_alive(false);
-                let code = exit_code_of(session.process)?;
-                session.exit_code = Some(code);
-                if session.pid == pid {
-                    first_exit_code = Some(code);
-                }
-                emit(sink, session.pid, 0, EventKind::ProcessExit { code });
             }
         }
-        let lost: u64 = sessions.iter().map(|s| s.ring.lost_records()).sum();
-        sessions.retain(|s| s.exit_code.is_none());
-        for (parent_pid, parent, parent_region, child) in children {
-            // Whatever happens to the child, the parent may go on.
-            let session = start_child(parent_pid, parent, &child, config, options, sink);
-            mapping::acknowledge_child(parent_region);
-            match session {
-                Ok(session) => sessions.push(session),
-                Err(e) => eprintln!("winstrace: cannot trace a child of process {parent_pid}: {e}"),
+        Some(batch)
+    }
+
+    /// The calls in flight in `pid` (the agent's in-flight table, and each
+    /// call's frame on its thread's stack, read from the live process: the
+    /// thread is inside the system call), decoded as `<unfinished ...>`.
+    /// Calls already announced and functions not traced are left out.
+    fn in_flight(&mut self, pid: u32) -> Vec<(Span, Call)> {
+        let Some(session) = self.sessions.get(&pid) else { return Vec::new() };
+        let table_address = mapping::in_flight_table(session.shared.region);
+        let names = session.names.as_deref().unwrap_or(&[]);
+        if table_address == 0 || names.is_empty() {
+            return Vec::new();
+        }
+        let live = LiveMemory { process: session.process };
+        let memory = PageCache::new(&live);
+        let mut table = vec![0u8; trampoline::SLOTS_BYTES];
+        if memory.read_exact(table_address, &mut table).is_err() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for slot in trampoline::parse_in_flight(&table) {
+            let mut bytes = [0u8; trampoline::FRAME_SIZE];
+            if memory.read_exact(slot.frame, &mut bytes).is_err() {
+                continue;
             }
+            let frame = trampoline::Frame::parse(&bytes);
+            let span =
+                Span { thread_id: slot.thread_id as u32, entry_tsc: frame.entry_tsc, return_tsc: None };
+            let function = function_name(names, frame.index);
+            if session.announced.contains(&(span.thread_id, span.entry_tsc))
+                || !self.options.trace.matches(&function)
+            {
+                continue;
+            }
+            let call = call_start(function, &frame.args, slot.frame, &memory, &self.options.decode);
+            out.push((span, call));
         }
-        if sessions.is_empty() || detaching {
-            return Ok(Outcome {
-                exit_code: if detaching { None } else { first_exit_code },
-                calls,
-                hooked_functions,
-                lost_records: lost,
-            });
-        }
-        if !read_any {
-            // SAFETY: a process handle; waiting a little for it or for records.
-            unsafe { WaitForSingleObject(sessions[0].process, POLL_MS) };
+        out
+    }
+
+    fn call_start_of_record(&self, pid: u32, record: &CallRecord, payload: &[u8]) -> Call {
+        let names = self.sessions.get(&pid).and_then(|s| s.names.as_deref()).unwrap_or(&[]);
+        let memory = record_memory(payload);
+        call_start(
+            function_name(names, record.function),
+            &record.args,
+            self.calls + 1,
+            &memory,
+            &self.options.decode,
+        )
+    }
+
+    /// Tells `pid`'s agent which records are handled: up to the first one
+    /// held back, or all that were read.
+    fn acknowledge(&self, pid: u32) {
+        if let Some(session) = self.sessions.get(&pid) {
+            let handled = session.pending.first().map_or(session.ring.read_position(), |(_, _, at)| *at);
+            mapping::acknowledge_processed(session.shared.region, handled);
         }
     }
-}
 
-fn exit_code_of(process: HANDLE) -> Result<u32, Error> {
-    let mut code = 0u32;
-    // SAFETY: a process handle; the process has exited.
-    if unsafe { GetExitCodeProcess(process, &mut code) } == 0 {
-        return Err(last_error("GetExitCodeProcess"));
+    /// Reports a call as `<unfinished ...>`, once.
+    fn announce(&mut self, pid: u32, span: Span, mut call: Call, report: &mut Report<'_>) {
+        let Some(session) = self.sessions.get_mut(&pid) else { return };
+        if !session.announced.insert((span.thread_id, span.entry_tsc)) {
+            return;
+        }
+        self.name_handles(pid, &mut call);
+        report(pid, span.thread_id, SystemTime::now(), EventKind::CallStart(call));
     }
-    Ok(code)
-}
 
-/// Runs the agent's detach routine in the target, in a thread of its own,
-/// and waits for it (boundedly).
-fn run_detach_routine(session: &Session) -> Result<(), Error> {
-    let routine = mapping::detach_routine(session.shared.region);
-    if routine == 0 {
-        return Ok(());
-    }
-    // SAFETY: the agent published the address of its detach routine
-    // (`extern "system" fn(*mut c_void) -> u32`) in its own process; at
-    // worst a hostile target runs its own code.
-    let routine = unsafe {
-        std::mem::transmute::<usize, unsafe extern "system" fn(*mut c_void) -> u32>(routine as usize)
-    };
-    let thread = remote_thread(session.process, routine, std::ptr::null_mut())?;
-    // SAFETY: our thread handle; a bounded wait.
-    unsafe { WaitForSingleObject(thread.0, DETACH_WAIT_MS) };
-    Ok(())
-}
-
-/// `-f`: a traced process created a child, still suspended. Takes copies of
-/// its process and thread handles, creates its mapping, queues the agent's
-/// injection on its first thread (which runs when the parent resumes it)
-/// and reports it.
-fn start_child(
-    parent_pid: u32,
-    parent: HANDLE,
-    child: &ChildRecord,
-    config: &AgentConfig,
-    options: &Options,
-    sink: &mut dyn EventSink,
-) -> Result<Session, Error> {
-    let duplicate = |handle: u64| -> Result<Handle, Error> {
-        let mut ours: HANDLE = std::ptr::null_mut();
-        // SAFETY: copies a handle of the parent (which we may duplicate
-        // from: PROCESS_DUP_HANDLE) into this process.
-        let ok = unsafe {
-            DuplicateHandle(
-                parent,
-                handle as HANDLE,
-                GetCurrentProcess(),
-                &mut ours,
-                0,
-                0,
-                DUPLICATE_SAME_ACCESS,
-            )
+    /// Reports a returned (or no-return) call.
+    fn report_record(
+        &mut self,
+        pid: u32,
+        record: &CallRecord,
+        payload: &[u8],
+        rate: Option<f64>,
+        report: &mut Report<'_>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&pid) else { return };
+        let resumed = session.announced.remove(&(record.thread_id, record.entry_tsc));
+        session.last_end.insert(record.thread_id, end_tsc(record));
+        let names = session.names.as_deref().unwrap_or(&[]);
+        self.calls += 1;
+        let mut call = call_from_record(record, payload, names, self.calls, rate, &self.options.decode);
+        call.resumed = resumed;
+        let result = match call.result {
+            CallResult::Returned(status) => Some(status),
+            _ => None,
         };
-        if ok == 0 {
-            return Err(last_error(&format!("taking handle {handle:#x} of process {parent_pid}")));
+        if !self.options.status.shows(result) {
+            return;
         }
-        Ok(Handle(ours))
-    };
-    let process = duplicate(child.process_handle)?;
-    let thread = duplicate(child.thread_handle)?;
-    // SAFETY: a process handle of ours.
-    let pid = unsafe { GetProcessId(process.0) };
-    check_x64(process.0, pid)?;
-    let shared = Shared::create(pid, config)?;
-    queue_injection(process.0, &thread, &options.agent_dll)?;
-    let (image, command_line) = winstrace_engine_debug::live::process_identity(process.0);
-    emit(sink, pid, 0, EventKind::ProcessStart(ProcessStart { image, command_line, attached: false }));
-    let raw = process.0;
-    Session::new(pid, raw, Some(process), shared)
+        self.name_handles(pid, &mut call);
+        report(pid, record.thread_id, SystemTime::now(), EventKind::Call(call));
+    }
+
+    /// `-y`: names the handles of a call of process `pid`.
+    fn name_handles(&mut self, pid: u32, call: &mut Call) {
+        let (Some(lookups), Some(session)) = (self.lookups.as_mut(), self.sessions.get_mut(&pid)) else {
+            return;
+        };
+        let process = session.process;
+        let mut lookup = |handle: u64| {
+            lookups.forget(pid, handle);
+            lookups.name(process, pid, handle)
+        };
+        session.handles.name_call(call, self.user_sid.as_deref(), &mut lookup);
+    }
+}
+
+impl Companion for Inject {
+    fn prepare(&mut self, pid: u32, process: HANDLE) -> Result<Injection, String> {
+        let prepare = || -> Result<(Shared, loader::LoaderRoutine), Error> {
+            check_x64(process, pid)?;
+            let shared = Shared::create(pid, &self.config)?;
+            Ok((shared, write_loader(process, &self.options.agent_dll)?))
+        };
+        let (shared, routine) = prepare().map_err(|e| e.to_string())?;
+        self.sessions.insert(pid, Session::new(process, shared).map_err(|e| e.to_string())?);
+        Ok(Injection {
+            routine: routine.base,
+            begin_trap: routine.begin_trap,
+            end_trap: routine.end_trap,
+            dll_name: self.dll_name.clone(),
+        })
+    }
+
+    fn poll(&mut self, report: &mut Report<'_>, exiting: Option<(u32, Option<u32>)>) {
+        let rate = self.tsc_rate();
+        let pids: Vec<u32> = self.sessions.keys().copied().collect();
+        let mut batches: HashMap<u32, Batch> =
+            pids.iter().filter_map(|&pid| Some((pid, self.drain(pid)?))).collect();
+        if let Some((pid, thread)) = exiting {
+            // The exit event comes after the thread's (or process's) last
+            // call; a call that ended after that may have ended because of
+            // the exit (a wait for it), so it waits for the next poll.
+            let exiting = |r: &CallRecord| thread.map_or(true, |tid| r.thread_id == tid);
+            let in_batch = batches
+                .get(&pid)
+                .and_then(|b| b.iter().filter(|(r, _, _)| exiting(r)).map(|(r, _, _)| end_tsc(r)).max());
+            let before = self.sessions.get(&pid).and_then(|s| match thread {
+                Some(tid) => s.last_end.get(&tid).copied(),
+                None => s.last_end.values().copied().max(),
+            });
+            let cut = in_batch.max(before).unwrap_or(0);
+            for (other, batch) in &mut batches {
+                let held = batch.iter().position(|(r, _, _)| end_tsc(r) > cut).unwrap_or(batch.len());
+                if let Some(session) = self.sessions.get_mut(other) {
+                    session.pending = batch.split_off(held);
+                }
+            }
+        }
+        for pid in pids {
+            let Some(batch) = batches.remove(&pid) else { continue };
+            if batch.is_empty() {
+                self.acknowledge(pid);
+                continue;
+            }
+            // Under -Z/-z a call is shown only once its result is known, so
+            // it is never shown unfinished.
+            let in_flight =
+                if self.options.status == StatusFilter::All { self.in_flight(pid) } else { Vec::new() };
+            let spans: Vec<Span> = batch.iter().map(|(record, _, _)| record_span(record)).collect();
+            if self.options.status == StatusFilter::All && self.sessions.len() > 1 {
+                // Another process's call in progress since before these
+                // returned is interrupted by their lines too.
+                let first = spans.iter().map(|s| s.return_tsc.unwrap_or(s.entry_tsc)).min().unwrap_or(0);
+                let others: Vec<u32> = self.sessions.keys().copied().filter(|&p| p != pid).collect();
+                for other in others {
+                    let mut calls = self.in_flight(other);
+                    calls.retain(|(span, _)| span.entry_tsc < first);
+                    calls.sort_by_key(|(span, _)| span.entry_tsc);
+                    for (span, call) in calls {
+                        self.announce(other, span, call, report);
+                    }
+                }
+            }
+            let flight_spans: Vec<Span> = in_flight.iter().map(|(span, _)| *span).collect();
+            let before = if self.options.status == StatusFilter::All {
+                unfinished_before(&spans, &flight_spans)
+            } else {
+                vec![Vec::new(); batch.len()]
+            };
+            for ((record, payload, _), announce) in batch.iter().zip(before) {
+                for c in announce {
+                    let (span, call) = if c < batch.len() {
+                        let (r, p, _) = &batch[c];
+                        (spans[c], self.call_start_of_record(pid, r, p))
+                    } else {
+                        in_flight[c - batch.len()].clone()
+                    };
+                    self.announce(pid, span, call, report);
+                }
+                self.report_record(pid, record, payload, rate, report);
+            }
+            self.acknowledge(pid);
+        }
+    }
+
+    fn announce_in_flight(&mut self, report: &mut Report<'_>) {
+        if self.options.status != StatusFilter::All {
+            return;
+        }
+        let pids: Vec<u32> = self.sessions.keys().copied().collect();
+        for pid in pids {
+            let mut in_flight = self.in_flight(pid);
+            in_flight.sort_by_key(|(span, _)| span.entry_tsc);
+            for (span, call) in in_flight {
+                self.announce(pid, span, call, report);
+            }
+        }
+    }
+
+    fn failure(&mut self, pid: u32) -> Option<String> {
+        let session = self.sessions.get(&pid)?;
+        match mapping::read_agent_state(session.shared.region, &session.shared.layout) {
+            AgentState::Attached(_) => None,
+            AgentState::Failed(code) => Some(Error::AgentFailed { code }.to_string()),
+            AgentState::Pending => Some(Error::AgentNotLoaded.to_string()),
+            AgentState::Invalid => Some("the agent's name table is invalid".into()),
+        }
+    }
+
+    fn detach_routine(&mut self, pid: u32) -> Option<u64> {
+        let session = self.sessions.get(&pid)?;
+        Some(mapping::detach_routine(session.shared.region)).filter(|&routine| routine != 0)
+    }
+
+    fn forget(&mut self, pid: u32) {
+        if let Some(session) = self.sessions.remove(&pid) {
+            session.ring.set_consumer_alive(false);
+            self.lost_records += session.ring.lost_records();
+        }
+        if let Some(lookups) = self.lookups.as_mut() {
+            lookups.forget_process(pid);
+        }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        let lost = self.lost_records + self.sessions.values().map(|s| s.ring.lost_records()).sum::<u64>();
+        (self.hooked_functions, lost)
+    }
 }

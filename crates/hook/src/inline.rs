@@ -11,8 +11,9 @@
 //! writing the code and before it makes the region executable (and
 //! read-only) and patches any stub, so the slot is never read empty.
 //!
-//! - Returning functions: the *return routine* saves the frame, calls the
-//!   stub copy, stores RAX and the return RDTSC, then calls the callback
+//! - Returning functions: the *return routine* saves the frame, claims an
+//!   in-flight slot, calls the stub copy, stores RAX and the return RDTSC,
+//!   releases the slot, then calls the callback
 //!   with RCX = the frame's address and RDX = [`RETURNED`], reloads RAX
 //!   from the frame and returns to the caller.
 //! - Functions that do not return (NtContinue, NtTerminateProcess, ...):
@@ -28,15 +29,16 @@
 //! The callback runs on the calling thread after the system call (or before
 //! it, for no-return functions) and may clobber only what the x64
 //! convention lets a callee clobber; the traced function's caller cannot
-//! tell a difference beyond that. There is no in-flight table: a call that
-//! blocks is seen when it returns.
+//! tell a difference beyond that. Returning functions keep the same
+//! in-flight table as the debugger's (a separate, writable page), so the
+//! tracer can show a call that blocks as `<unfinished ...>`.
 
 use iced_x86::code_asm::*;
 use iced_x86::{BlockEncoderOptions, IcedError};
 
 use crate::trampoline::{
-    emit_thunks, save_frame, store_tsc, thunk_addresses, StubToTrace, FRAME_SIZE, R8_AT, R9_AT, RAX_AT,
-    RCX_AT, RDX_AT, RETURN_TSC_AT, STUB_AT,
+    claim_slot, emit_thunks, release_slot, save_frame, store_tsc, thunk_addresses, StubToTrace, FRAME_SIZE,
+    R8_AT, R9_AT, RAX_AT, RCX_AT, RDX_AT, RETURN_TSC_AT, STUB_AT,
 };
 
 /// `no_return` argument of a callback made after the call returned.
@@ -79,12 +81,15 @@ impl InlineTrampolines {
 
 /// Bytes the whole region needs for `stubs`.
 pub fn region_size(stubs: &[StubToTrace]) -> Result<usize, IcedError> {
-    // Every reference is RIP-relative, so the size does not depend on `base`.
-    Ok(build(0, stubs)?.code.len())
+    // Every reference is RIP-relative or a 64-bit immediate, so the size
+    // depends on neither address.
+    Ok(build(0, stubs, 0)?.code.len())
 }
 
-/// Lays out the callback slot, routines, thunks and stub copies at `base`.
-pub fn build(base: u64, stubs: &[StubToTrace]) -> Result<InlineTrampolines, IcedError> {
+/// Lays out the callback slot, routines, thunks and stub copies at `base`;
+/// calls in flight are listed in the in-flight table at `slots` (see
+/// [`crate::trampoline::SLOTS_BYTES`]; writable, unlike the code).
+pub fn build(base: u64, stubs: &[StubToTrace], slots: u64) -> Result<InlineTrampolines, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let mut slot = a.create_label();
     let mut return_routine = a.create_label();
@@ -95,12 +100,15 @@ pub fn build(base: u64, stubs: &[StubToTrace]) -> Result<InlineTrampolines, Iced
 
     a.set_label(&mut return_routine)?;
     save_frame(&mut a)?;
-    // RDTSC used RDX: reload it (the other argument registers are intact).
+    claim_slot(&mut a, slots)?;
+    // RDTSC and the slot search used RDX and R11: reload them (the other
+    // argument registers are intact).
     a.mov(rdx, qword_ptr(rsp + RDX_AT))?;
     a.mov(r11, qword_ptr(rsp + STUB_AT))?;
     a.call(r11)?;
     a.mov(qword_ptr(rsp + RAX_AT), rax)?;
     store_tsc(&mut a, RETURN_TSC_AT)?;
+    release_slot(&mut a)?;
     a.mov(rcx, rsp)?;
     a.xor(edx, edx)?; // RETURNED
     call_callback(&mut a, slot)?;
@@ -199,7 +207,7 @@ mod tests {
     #[test]
     fn layout_slot_thunks_and_copies() {
         let base = 0x7a00_0000;
-        let t = build(base, &stubs()).unwrap();
+        let t = build(base, &stubs(), 0x50_0000).unwrap();
         assert_eq!(t.callback_slot, base);
         assert_eq!(&t.code[..DATA_BYTES], &[0u8; DATA_BYTES]);
         assert_eq!(t.return_routine, base + DATA_BYTES as u64);
@@ -213,26 +221,42 @@ mod tests {
         let thunk0 = listing(&t, t.thunks[0], |s| s.starts_with("jmp"));
         assert_eq!(
             thunk0,
-            [format!("lea r11,[{:X}h]", t.copies[0]), format!("jmp {:016X}h", t.return_routine)]
+            [
+                "mov eax,0".to_string(),
+                format!("lea r11,[{:X}h]", t.copies[0]),
+                format!("jmp {:016X}h", t.return_routine)
+            ]
         );
         let thunk1 = listing(&t, t.thunks[1], |s| s.starts_with("jmp"));
         assert_eq!(
             thunk1,
-            [format!("lea r11,[{:X}h]", t.copies[1]), format!("jmp {:016X}h", t.entry_routine)]
+            [
+                "mov eax,1".to_string(),
+                format!("lea r11,[{:X}h]", t.copies[1]),
+                format!("jmp {:016X}h", t.entry_routine)
+            ]
         );
     }
 
     #[test]
     fn return_routine_calls_the_stub_then_the_callback_with_the_frame() {
         let base = 0x40_0000;
-        let t = build(base, &stubs()).unwrap();
+        let t = build(base, &stubs(), 0x50_0000).unwrap();
         let text = listing(&t, t.return_routine, |s| s == "ret");
-        // Frame saving is trampoline.rs's (tested there): check its ends.
+        // Frame saving and the slot's claim and release are trampoline.rs's
+        // (tested there): check that they come, and in what order.
         assert_eq!(text[0], "sub rsp,0D8h");
-        assert_eq!(text[1], "mov [rsp+88h],rcx");
-        let after_save = text.iter().position(|s| s == "mov [rsp+0B8h],rax").unwrap() + 1;
+        assert_eq!(text[1], "mov [rsp+0D0h],rax");
+        assert_eq!(text[2], "mov [rsp+88h],rcx");
+        let at =
+            |insn: &str| text.iter().position(|s| s == insn).unwrap_or_else(|| panic!("{insn}: {text:?}"));
+        let claim = at("lock cmpxchg [r11],r10");
+        assert_eq!(text[claim - 2], "mov r11,500000h", "the table given");
+        let call = at("call r11");
+        let release = at("mov qword ptr [r11],0");
+        assert!(at("mov [rsp+0B8h],rax") < claim && claim < call && call < release);
         assert_eq!(
-            &text[after_save..],
+            &text[call - 2..call + 6],
             [
                 "mov rdx,[rsp+90h]",
                 "mov r11,[rsp+0A8h]",
@@ -242,6 +266,11 @@ mod tests {
                 "shl rdx,20h",
                 "or rax,rdx",
                 "mov [rsp+0C0h],rax",
+            ]
+        );
+        assert_eq!(
+            &text[release + 1..],
+            [
                 "mov rcx,rsp",
                 "xor edx,edx",
                 "sub rsp,20h",
@@ -258,7 +287,7 @@ mod tests {
     #[test]
     fn entry_routine_calls_the_callback_then_tail_jumps_with_the_arguments_restored() {
         let base = 0x40_0000;
-        let t = build(base, &stubs()).unwrap();
+        let t = build(base, &stubs(), 0x50_0000).unwrap();
         let text = listing(&t, t.entry_routine, |s| s.starts_with("jmp"));
         assert_eq!(text[0], "sub rsp,0D8h");
         let after_save = text.iter().position(|s| s == "mov [rsp+0B8h],rax").unwrap() + 1;

@@ -9,8 +9,10 @@
 //! - [`trampoline`] lays out the code the debugger engine puts in the target:
 //!   one thunk and one stub copy per function, and shared routines that save
 //!   the arguments on the stack and trap once per call.
+//! - [`loader`] lays out the routine that loads the agent DLL in a target.
 
 pub mod inline;
+pub mod loader;
 pub mod pe;
 pub mod stub;
 pub mod trampoline;

@@ -46,11 +46,15 @@ pub(crate) const RAX_AT: i32 = RCX_AT + 40;
 pub(crate) const ENTRY_TSC_AT: i32 = RCX_AT + 48;
 pub(crate) const RETURN_TSC_AT: i32 = RCX_AT + 56;
 pub(crate) const SLOT_AT: i32 = RCX_AT + 64;
+/// The stub's index among those the trampolines were built for (the thunk
+/// passes it in EAX, which the stub overwrites anyway): a frame read from
+/// a thread's stack names its function by itself.
+pub(crate) const INDEX_AT: i32 = RCX_AT + 72;
 /// Where the caller's stack arguments are, seen from inside the frame: past
 /// the frame, the caller's return address and its 32-byte home area.
 pub(crate) const CALLER_ARGS_AT: i32 = FRAME_SIZE as i32 + 8 + 0x20;
 
-const _: () = assert!(SLOT_AT + 16 == FRAME_SIZE as i32); // 8 bytes of padding at the end
+const _: () = assert!(INDEX_AT + 8 == FRAME_SIZE as i32);
 const _: () = assert!(FRAME_SIZE % 16 == 8);
 
 /// The in-flight table at the start of the region: one 16-byte slot per
@@ -99,6 +103,8 @@ pub struct Frame {
     /// The thread's time-stamp counter at entry and after the return.
     pub entry_tsc: u64,
     pub return_tsc: u64,
+    /// Which stub, by its index in the trampolines' input.
+    pub index: u32,
 }
 
 impl Frame {
@@ -122,6 +128,7 @@ impl Frame {
             rax: q(RAX_AT),
             entry_tsc: q(ENTRY_TSC_AT),
             return_tsc: q(RETURN_TSC_AT),
+            index: q(INDEX_AT) as u32,
         }
     }
 }
@@ -176,47 +183,17 @@ pub fn build(base: u64, stubs: &[StubToTrace]) -> Result<Trampolines, IcedError>
     let mut entry_routine = a.create_label();
     let mut return_trap = a.create_label();
     let mut entry_trap = a.create_label();
-    let mut claim = a.create_label();
-    let mut claimed = a.create_label();
-    let mut no_slot = a.create_label();
-    let mut released = a.create_label();
-    let slots = base;
-    let slots_end = base + SLOTS_BYTES as u64;
 
     a.set_label(&mut return_routine)?;
     save_frame(&mut a)?;
-    // Claim a free in-flight slot: {thread id from the TEB, frame}.
-    a.mov(r10, qword_ptr(0x48).gs())?; // TEB.ClientId.UniqueThread
-    a.mov(r11, slots)?;
-    a.set_label(&mut claim)?;
-    a.xor(eax, eax)?;
-    a.lock().cmpxchg(qword_ptr(r11), r10)?;
-    a.je(claimed)?;
-    a.add(r11, SLOT_SIZE as i32)?;
-    a.mov(rax, slots_end)?;
-    a.cmp(r11, rax)?;
-    a.jb(claim)?;
-    // All slots busy: this call goes untracked in the table (it is still
-    // traced; only an interruption of it cannot be shown).
-    a.xor(r11d, r11d)?;
-    a.jmp(no_slot)?;
-    a.set_label(&mut claimed)?;
-    a.mov(qword_ptr(r11 + 8), rsp)?;
-    a.set_label(&mut no_slot)?;
-    a.mov(qword_ptr(rsp + SLOT_AT), r11)?;
+    claim_slot(&mut a, base)?;
     // RDTSC and the slot search used RDX and R11: reload them.
     a.mov(rdx, qword_ptr(rsp + RDX_AT))?;
     a.mov(r11, qword_ptr(rsp + STUB_AT))?;
     a.call(r11)?;
     a.mov(qword_ptr(rsp + RAX_AT), rax)?;
     store_tsc(&mut a, RETURN_TSC_AT)?;
-    // Release the slot: frame first, so a half-released slot reads as free.
-    a.mov(r11, qword_ptr(rsp + SLOT_AT))?;
-    a.test(r11, r11)?;
-    a.jz(released)?;
-    a.mov(qword_ptr(r11 + 8), 0)?;
-    a.mov(qword_ptr(r11), 0)?;
-    a.set_label(&mut released)?;
+    release_slot(&mut a)?;
     a.mov(rax, qword_ptr(rsp + RAX_AT))?;
     a.set_label(&mut return_trap)?;
     a.int3()?;
@@ -245,7 +222,46 @@ pub fn build(base: u64, stubs: &[StubToTrace]) -> Result<Trampolines, IcedError>
     })
 }
 
-/// Emits each stub's thunk (`lea r11, [copy]; jmp routine`) and its copy;
+/// Claims a free slot of the in-flight table at `slots` for the frame at
+/// RSP: {thread id from the TEB, frame}, with `lock cmpxchg`; stores the
+/// slot's address (0 if all are busy) in the frame. Clobbers RAX, R10, R11.
+pub(crate) fn claim_slot(a: &mut CodeAssembler, slots: u64) -> Result<(), IcedError> {
+    let mut claim = a.create_label();
+    let mut claimed = a.create_label();
+    let mut no_slot = a.create_label();
+    a.mov(r10, qword_ptr(0x48).gs())?; // TEB.ClientId.UniqueThread
+    a.mov(r11, slots)?;
+    a.set_label(&mut claim)?;
+    a.xor(eax, eax)?;
+    a.lock().cmpxchg(qword_ptr(r11), r10)?;
+    a.je(claimed)?;
+    a.add(r11, SLOT_SIZE as i32)?;
+    a.mov(rax, slots + SLOTS_BYTES as u64)?;
+    a.cmp(r11, rax)?;
+    a.jb(claim)?;
+    // All slots busy: this call goes untracked in the table (it is still
+    // traced; only an interruption of it cannot be shown).
+    a.xor(r11d, r11d)?;
+    a.jmp(no_slot)?;
+    a.set_label(&mut claimed)?;
+    a.mov(qword_ptr(r11 + 8), rsp)?;
+    a.set_label(&mut no_slot)?;
+    a.mov(qword_ptr(rsp + SLOT_AT), r11)
+}
+
+/// Releases the frame's in-flight slot, if it has one: frame first, so a
+/// half-released slot reads as free. Clobbers R11.
+pub(crate) fn release_slot(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    let mut released = a.create_label();
+    a.mov(r11, qword_ptr(rsp + SLOT_AT))?;
+    a.test(r11, r11)?;
+    a.jz(released)?;
+    a.mov(qword_ptr(r11 + 8), 0)?;
+    a.mov(qword_ptr(r11), 0)?;
+    a.set_label(&mut released)
+}
+
+/// Emits each stub's thunk (`mov eax, index; lea r11, [copy]; jmp routine`) and its copy;
 /// returns their labels. Both layouts (this one and [`crate::inline`]) share it.
 pub(crate) fn emit_thunks(
     a: &mut CodeAssembler,
@@ -254,10 +270,11 @@ pub(crate) fn emit_thunks(
     entry_routine: CodeLabel,
 ) -> Result<Vec<(CodeLabel, CodeLabel)>, IcedError> {
     let mut labels = Vec::with_capacity(stubs.len());
-    for stub in stubs {
+    for (index, stub) in stubs.iter().enumerate() {
         let mut thunk = a.create_label();
         let mut copy = a.create_label();
         a.set_label(&mut thunk)?;
+        a.mov(eax, index as u32)?;
         a.lea(r11, qword_ptr(copy))?;
         a.jmp(if stub.no_return { entry_routine } else { return_routine })?;
         a.set_label(&mut copy)?;
@@ -285,11 +302,12 @@ pub(crate) fn store_tsc(a: &mut CodeAssembler, at: i32) -> Result<(), IcedError>
     a.mov(qword_ptr(rsp + at), rax)
 }
 
-/// Reserves the frame, saves the register arguments and the stub copy's
-/// address (R11), copies the stack arguments and stores the entry RDTSC
+/// Reserves the frame, saves the stub's index (EAX), the register
+/// arguments and the stub copy's address (R11), copies the stack arguments and stores the entry RDTSC
 /// (clobbers RAX and RDX). Shared with [`crate::inline`].
 pub(crate) fn save_frame(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.sub(rsp, FRAME_SIZE as i32)?;
+    a.mov(qword_ptr(rsp + INDEX_AT), rax)?;
     a.mov(qword_ptr(rsp + RCX_AT), rcx)?;
     a.mov(qword_ptr(rsp + RDX_AT), rdx)?;
     a.mov(qword_ptr(rsp + R8_AT), r8)?;
@@ -366,14 +384,16 @@ mod tests {
         assert_eq!(code_at(&t, t.return_trap)[0], 0xcc);
         assert_eq!(code_at(&t, t.entry_trap)[0], 0xcc);
 
-        let thunk0 = disassemble(&code_at(&t, t.thunks[0])[..12], t.thunks[0]);
-        assert_eq!(thunk0[0], format!("{:x} lea r11,[{:X}h]", t.thunks[0], t.copies[0]));
-        assert_eq!(thunk0[1], format!("{:x} jmp {:016X}h", t.thunks[0] + 7, t.code_base));
+        let thunk0 = disassemble(&code_at(&t, t.thunks[0])[..17], t.thunks[0]);
+        assert_eq!(thunk0[0], format!("{:x} mov eax,0", t.thunks[0]));
+        assert_eq!(thunk0[1], format!("{:x} lea r11,[{:X}h]", t.thunks[0] + 5, t.copies[0]));
+        assert_eq!(thunk0[2], format!("{:x} jmp {:016X}h", t.thunks[0] + 12, t.code_base));
         // The no-return stub's thunk goes to the entry routine, which starts
         // right after the return routine's `int3; add rsp,0D8h (7 bytes); ret`.
         let entry_routine = t.return_trap + 1 + 7 + 1;
-        let thunk1 = disassemble(&code_at(&t, t.thunks[1])[..12], t.thunks[1]);
-        assert_eq!(thunk1[1], format!("{:x} jmp {:016X}h", t.thunks[1] + 7, entry_routine));
+        let thunk1 = disassemble(&code_at(&t, t.thunks[1])[..17], t.thunks[1]);
+        assert_eq!(thunk1[0], format!("{:x} mov eax,1", t.thunks[1]));
+        assert_eq!(thunk1[2], format!("{:x} jmp {:016X}h", t.thunks[1] + 12, entry_routine));
         let len = (t.entry_trap - entry_routine) as usize + 11;
         let entry = disassemble(&code_at(&t, entry_routine)[..len], entry_routine);
         assert!(entry[0].ends_with("sub rsp,0D8h"), "{entry:?}");
@@ -388,8 +408,9 @@ mod tests {
         let text = disassemble(&t.code[..(t.return_trap - t.code_base + 9) as usize], t.code_base);
         let body: Vec<&str> = text.iter().map(|l| l.split_once(' ').unwrap().1).collect();
         assert_eq!(body[0], "sub rsp,0D8h");
+        assert_eq!(body[1], "mov [rsp+0D0h],rax", "the stub's index, from the thunk");
         assert_eq!(
-            &body[1..6],
+            &body[2..7],
             [
                 "mov [rsp+88h],rcx",
                 "mov [rsp+90h],rdx",
@@ -400,8 +421,8 @@ mod tests {
         );
         // First copied slot: the caller's 5th argument lands where the stub
         // expects its 5th argument after our call.
-        assert_eq!(&body[6..8], ["mov rax,[rsp+100h]", "mov [rsp+20h],rax"]);
-        let after_copy = 6 + 2 * STACK_ARGS;
+        assert_eq!(&body[7..9], ["mov rax,[rsp+100h]", "mov [rsp+20h],rax"]);
+        let after_copy = 7 + 2 * STACK_ARGS;
         assert_eq!(
             &body[after_copy..after_copy + 4],
             ["rdtsc", "shl rdx,20h", "or rax,rdx", "mov [rsp+0B8h],rax"]

@@ -147,6 +147,13 @@ pub fn trace_testprog(args: &[&str]) -> Run {
     winstrace(&all)
 }
 
+/// [`trace_testprog`] with `--engine engine`.
+pub fn trace_testprog_on(engine: &str, args: &[&str]) -> Run {
+    let mut all = vec![TESTPROG];
+    all.extend_from_slice(args);
+    winstrace_on(engine, &all)
+}
+
 /// Runs winstrace without `-o`, for error cases: (exit code, stdout, stderr).
 pub fn winstrace_plain(args: &[&str]) -> (u32, String, String) {
     let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();

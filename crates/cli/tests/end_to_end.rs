@@ -1,5 +1,7 @@
-//! The debugger engine, end to end: winstrace traces the project's test
-//! program (and Wine's own cmd.exe) and the tests check what the trace shows.
+//! End to end, on each engine: winstrace traces the project's test program
+//! (and Wine's own cmd.exe) and the tests check what the trace shows. The
+//! tests that trace run once per engine (`debug::NAME`, `inject::NAME`):
+//! the in-process engine is the default because it passes all of them.
 
 #![cfg(windows)]
 
@@ -21,11 +23,10 @@ fn first_arg(line: &str) -> &str {
     arg.split_once('=').map_or(arg, |(_, value)| value)
 }
 
-#[test]
-fn file_is_created_written_and_closed_in_order() {
+fn file_is_created_written_and_closed_in_order(engine: &str) {
     let path = temp_path("created.txt");
     let path = path.to_str().unwrap();
-    let run = trace_testprog(&["file", path, "hello"]);
+    let run = trace_testprog_on(engine, &["file", path, "hello"]);
     assert_eq!(run.code(), 0, "{run:?}");
     assert_eq!(run.stdout, format!("wrote 5 bytes to {path}\n"));
     assert_eq!(std::fs::read_to_string(path).unwrap(), "hello");
@@ -54,9 +55,8 @@ fn file_is_created_written_and_closed_in_order() {
     assert!(lines[close].ends_with(SUCCESS), "{}", lines[close]);
 }
 
-#[test]
-fn missing_file_open_fails_with_object_name_not_found() {
-    let run = trace_testprog(&["missing", "C:\\wst-no-such-dir\\missing.txt"]);
+fn missing_file_open_fails_with_object_name_not_found(engine: &str) {
+    let run = trace_testprog_on(engine, &["missing", "C:\\wst-no-such-dir\\missing.txt"]);
     assert_eq!(run.code(), 0, "{run:?}");
     // The directory is missing too, which NT reports as a path error
     // (ERROR_PATH_NOT_FOUND for Win32).
@@ -68,17 +68,16 @@ fn missing_file_open_fails_with_object_name_not_found() {
     // CreateFileW on a missing file in an existing directory: one
     // NtCreateFile that fails with STATUS_OBJECT_NAME_NOT_FOUND.
     let path = temp_path("missing.txt");
-    let run = trace_testprog(&["missing", path.to_str().unwrap()]);
+    let run = trace_testprog_on(engine, &["missing", path.to_str().unwrap()]);
     assert_eq!(run.stdout, "open failed: error 2\n");
     let failed: Vec<_> = run.calls("NtCreateFile").into_iter().filter(|l| !l.ends_with(SUCCESS)).collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].ends_with(NOT_FOUND), "{}", failed[0]);
 }
 
-#[test]
-fn registry_key_created_and_value_set() {
+fn registry_key_created_and_value_set(engine: &str) {
     let key = format!("Software\\winstrace-test-{}", std::process::id());
-    let run = trace_testprog(&["reg", &key, "Greeting", "hello", "--cleanup"]);
+    let run = trace_testprog_on(engine, &["reg", &key, "Greeting", "hello", "--cleanup"]);
     assert_eq!(run.code(), 0, "{run:?}");
     assert_eq!(run.stdout, format!("set HKCU\\{key}\\Greeting\ndeleted HKCU\\{key}\n"));
     let lines = run.lines();
@@ -93,9 +92,8 @@ fn registry_key_created_and_value_set() {
     assert!(lines[delete].ends_with(SUCCESS));
 }
 
-#[test]
-fn second_thread_is_traced_with_its_own_id() {
-    let run = trace_testprog(&["thread"]);
+fn second_thread_is_traced_with_its_own_id(engine: &str) {
+    let run = trace_testprog_on(engine, &["thread"]);
     assert_eq!(run.code(), 0, "{run:?}");
     assert_eq!(run.stdout, "thread done\n");
     // Find the worker: the thread whose NtQueryAttributesFile fails.
@@ -119,9 +117,8 @@ fn second_thread_is_traced_with_its_own_id() {
     assert!(run.trace.lines().any(|l| matches!(strip_ids(l).0, Some((p, t)) if p == pid && t != tid)));
 }
 
-#[test]
-fn handled_exception_is_reported_and_reaches_the_programs_handler() {
-    let run = trace_testprog(&["exception"]);
+fn handled_exception_is_reported_and_reaches_the_programs_handler(engine: &str) {
+    let run = trace_testprog_on(engine, &["exception"]);
     assert_eq!(run.code(), 0, "{run:?}");
     assert_eq!(run.stdout, "handler saw 0xe0000001\nexception handled\n");
     let reports: Vec<_> =
@@ -130,10 +127,9 @@ fn handled_exception_is_reported_and_reaches_the_programs_handler() {
     assert!(reports[0].ends_with(", first chance ---"), "{}", reports[0]);
 }
 
-#[test]
-fn n_identical_calls_give_exactly_n_lines() {
+fn n_identical_calls_give_exactly_n_lines(engine: &str) {
     let count = |n: u32| {
-        let run = trace_testprog(&["loop", &n.to_string()]);
+        let run = trace_testprog_on(engine, &["loop", &n.to_string()]);
         assert_eq!(run.code(), 0);
         assert_eq!(run.stdout, format!("loop done {n}\n"));
         let probes = run.calls("NtQueryAttributesFile");
@@ -144,9 +140,8 @@ fn n_identical_calls_give_exactly_n_lines() {
     assert_eq!(count(137) - baseline, 137);
 }
 
-#[test]
-fn child_process_creation_is_seen_and_its_code_reported() {
-    let run = trace_testprog(&["child", "7"]);
+fn child_process_creation_is_seen_and_its_code_reported(engine: &str) {
+    let run = trace_testprog_on(engine, &["child", "7"]);
     assert_eq!(run.code(), 0, "{run:?}");
     assert_eq!(run.stdout, "child exited with 7\n");
     let create = run.calls("NtCreateUserProcess");
@@ -154,19 +149,17 @@ fn child_process_creation_is_seen_and_its_code_reported() {
     assert!(create[0].ends_with(SUCCESS));
 }
 
-#[test]
-fn exit_code_is_propagated() {
-    let run = trace_testprog(&["exit", "42"]);
+fn exit_code_is_propagated(engine: &str) {
+    let run = trace_testprog_on(engine, &["exit", "42"]);
     assert_eq!(run.code(), 42);
     assert!(run.trace.ends_with("+++ exited with 42 +++\n"), "{}", run.trace);
     // A full 32-bit code survives too.
-    let run = trace_testprog(&["exit", "3221225477"]);
+    let run = trace_testprog_on(engine, &["exit", "3221225477"]);
     assert_eq!(run.code(), 0xc000_0005);
 }
 
-#[test]
-fn target_stdout_passes_through_while_the_trace_goes_to_the_file() {
-    let run = trace_testprog(&["echo", "hello from the target"]);
+fn target_stdout_passes_through_while_the_trace_goes_to_the_file(engine: &str) {
+    let run = trace_testprog_on(engine, &["echo", "hello from the target"]);
     assert_eq!(run.stdout, "hello from the target\n");
     assert_eq!(run.stderr, "");
     assert!(run.trace.starts_with("--- process started "), "{}", &run.trace[..200.min(run.trace.len())]);
@@ -174,18 +167,16 @@ fn target_stdout_passes_through_while_the_trace_goes_to_the_file() {
     assert!(run.trace.ends_with("+++ exited with 0 +++\n"));
 }
 
-#[test]
-fn trace_goes_to_stderr_without_dash_o() {
-    let (code, stdout, stderr) = winstrace_plain(&[TESTPROG, "echo", "plain"]);
+fn trace_goes_to_stderr_without_dash_o(engine: &str) {
+    let (code, stdout, stderr) = winstrace_plain(&["--engine", engine, TESTPROG, "echo", "plain"]);
     assert_eq!(code, 0);
     assert_eq!(stdout, "plain\n");
     assert!(stderr.contains("\nNtQueryAttributesFile(") || stderr.contains("\nNtClose("), "{stderr}");
     assert!(stderr.ends_with("+++ exited with 0 +++\n"));
 }
 
-#[test]
-fn lifecycle_lines_for_start_dlls_debug_output_and_exit() {
-    let run = trace_testprog(&["debugstr", "hello debugger"]);
+fn lifecycle_lines_for_start_dlls_debug_output_and_exit(engine: &str) {
+    let run = trace_testprog_on(engine, &["debugstr", "hello debugger"]);
     assert_eq!(run.code(), 0, "{run:?}");
     let lines = run.lines();
     assert!(lines[0].starts_with("--- process started "), "{}", lines[0]);
@@ -206,9 +197,8 @@ fn lifecycle_lines_for_start_dlls_debug_output_and_exit() {
     assert_eq!(*lines.last().unwrap(), "+++ exited with 0 +++");
 }
 
-#[test]
-fn crash_is_reported_first_and_second_chance() {
-    let run = trace_testprog(&["crash"]);
+fn crash_is_reported_first_and_second_chance(engine: &str) {
+    let run = trace_testprog_on(engine, &["crash"]);
     assert_eq!(run.code(), 0xc000_0005);
     let av: Vec<_> = run
         .lines()
@@ -221,9 +211,8 @@ fn crash_is_reported_first_and_second_chance() {
     assert!(run.trace.ends_with("+++ exited with 3221225477 +++\n"));
 }
 
-#[test]
-fn wine_cmd_echo_is_traced() {
-    let run = winstrace(&["cmd.exe", "/c", "echo", "hi"]);
+fn wine_cmd_echo_is_traced(engine: &str) {
+    let run = winstrace_on(engine, &["cmd.exe", "/c", "echo", "hi"]);
     assert_eq!(run.code(), 0, "{run:?}");
     assert_eq!(run.stdout, "hi\r\n");
     let lines = run.lines();
@@ -321,3 +310,31 @@ fn attaching_to_a_process_already_being_traced_is_access_denied() {
         )
     );
 }
+
+/// The tests above that take an engine, once per engine.
+macro_rules! on_each_engine {
+    ($($test:ident),* $(,)?) => {
+        mod debug {
+            $( #[test] fn $test() { super::$test("debug") } )*
+        }
+        mod inject {
+            $( #[test] fn $test() { super::$test("inject") } )*
+        }
+    };
+}
+
+on_each_engine!(
+    file_is_created_written_and_closed_in_order,
+    missing_file_open_fails_with_object_name_not_found,
+    registry_key_created_and_value_set,
+    second_thread_is_traced_with_its_own_id,
+    handled_exception_is_reported_and_reaches_the_programs_handler,
+    n_identical_calls_give_exactly_n_lines,
+    child_process_creation_is_seen_and_its_code_reported,
+    exit_code_is_propagated,
+    target_stdout_passes_through_while_the_trace_goes_to_the_file,
+    trace_goes_to_stderr_without_dash_o,
+    lifecycle_lines_for_start_dlls_debug_output_and_exit,
+    crash_is_reported_first_and_second_chance,
+    wine_cmd_echo_is_traced,
+);
