@@ -437,7 +437,11 @@ impl Inject {
             let span =
                 Span { thread_id: slot.thread_id as u32, entry_tsc: frame.entry_tsc, return_tsc: None };
             let function = function_name(names, frame.index);
-            if session.announced.contains(&(span.thread_id, span.entry_tsc))
+            // A thread with a record held back is already past it: its
+            // current call comes after that record.
+            let held = session.pending.iter().any(|(r, _, _)| r.thread_id == span.thread_id);
+            if held
+                || session.announced.contains(&(span.thread_id, span.entry_tsc))
                 || !self.options.trace.matches(&function)
             {
                 continue;
