@@ -39,14 +39,16 @@ fn dash_f_traces_the_child_from_its_first_call_and_exits_with_the_parents_code_o
     let parent_pid: u32 =
         starts[0].1.trim_start_matches("--- process started ").split(':').next().unwrap().parse().unwrap();
     let parent_pid = Some(parent_pid);
+    // Lines without ids came while the parent was the only process (the
+    // child's start may be what interrupts the wait).
     let unfinished = lines
         .iter()
         .position(|(ids, l)| {
-            ids.map(|i| i.0) == parent_pid
+            ids.map_or(parent_pid, |i| Some(i.0)) == parent_pid
                 && l.starts_with("NtWaitForMultipleObjects(")
                 && l.ends_with("<unfinished ...>")
         })
-        .expect("the parent's wait is unfinished");
+        .unwrap_or_else(|| panic!("the parent's wait is unfinished ({engine}): {}", run.trace));
     let resumed = lines
         .iter()
         .position(|(ids, l)| {
@@ -132,15 +134,19 @@ fn two_threads_interleave_strace_style_on(engine: &str) {
     let start =
         lines.iter().position(|(_, l)| l.starts_with("--- thread ") && l.contains(" started at ")).unwrap();
     let worker = lines[start].0.unwrap().1;
+    // Lines without ids came while the main thread was the only one (the
+    // worker's start may be what interrupts the wait).
     let wait = lines[..]
         .iter()
         .position(|(ids, l)| {
-            ids.is_some_and(|i| i.1 != worker)
+            ids.map_or(true, |i| i.1 != worker)
                 && l.starts_with("NtWaitForMultipleObjects(")
                 && l.ends_with(" <unfinished ...>")
         })
-        .expect("the main thread's wait is shown unfinished");
-    let main = lines[wait].0.unwrap().1;
+        .unwrap_or_else(|| panic!("the main thread's wait is shown unfinished ({engine}): {}", run.trace));
+    let main = lines[wait]
+        .0
+        .map_or_else(|| lines.iter().find_map(|(ids, _)| ids.filter(|i| i.1 != worker)).unwrap().1, |i| i.1);
     // Whether the worker's probe comes before or after the main thread
     // enters its wait is up to the scheduler; its exit always comes inside.
     let probe = lines

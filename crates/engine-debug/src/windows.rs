@@ -619,11 +619,11 @@ impl Engine<'_> {
             EXIT_THREAD_DEBUG_EVENT => {
                 // SAFETY: the union member matching the event code.
                 let code = unsafe { ev.u.ExitThread.dwExitCode };
-                if let Some(p) = self.processes.get_mut(&pid) {
-                    p.threads.remove(&tid);
-                }
+                // The thread counts until its line is out: the calls its
+                // exit interrupts are announced first.
                 self.emit(pid, tid, EventKind::ThreadExit { code });
                 if let Some(p) = self.processes.get_mut(&pid) {
+                    p.threads.remove(&tid);
                     p.own_threads.remove(&tid);
                 }
                 Next::Continue(DBG_CONTINUE)

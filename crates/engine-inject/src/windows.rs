@@ -440,7 +440,10 @@ impl Inject {
             // A thread with a record held back is already past it: its
             // current call comes after that record.
             let held = session.pending.iter().any(|(r, _, _)| r.thread_id == span.thread_id);
+            // Or the call is reported already, and about to leave the table.
+            let reported = session.last_end.get(&span.thread_id).is_some_and(|&end| end >= span.entry_tsc);
             if held
+                || reported
                 || session.announced.contains(&(span.thread_id, span.entry_tsc))
                 || !self.options.trace.matches(&function)
             {
@@ -574,8 +577,12 @@ impl Companion for Inject {
             }
             // Under -Z/-z a call is shown only once its result is known, so
             // it is never shown unfinished.
-            let in_flight =
+            let mut in_flight =
                 if self.options.status == StatusFilter::All { self.in_flight(pid) } else { Vec::new() };
+            // A call published but not yet out of the table is a record.
+            in_flight.retain(|(f, _)| {
+                !batch.iter().any(|(r, _, _)| r.thread_id == f.thread_id && r.entry_tsc == f.entry_tsc)
+            });
             let spans: Vec<Span> = batch.iter().map(|(record, _, _)| record_span(record)).collect();
             if self.options.status == StatusFilter::All && self.sessions.len() > 1 {
                 // Another process's call in progress since before these
@@ -619,7 +626,25 @@ impl Companion for Inject {
         }
         let pids: Vec<u32> = self.sessions.keys().copied().collect();
         for pid in pids {
+            // Calls published since the last poll ended at a time unknown
+            // against the event's: each thread's first is shown in
+            // progress, and all are reported after the event.
+            if let Some(batch) = self.drain(pid) {
+                if let Some(session) = self.sessions.get_mut(&pid) {
+                    session.pending = batch;
+                }
+            }
             let mut in_flight = self.in_flight(pid);
+            let mut threads = HashSet::new();
+            let held: Vec<(Span, Call)> = self.sessions[&pid]
+                .pending
+                .iter()
+                .filter(|(r, _, _)| threads.insert(r.thread_id))
+                .map(|(r, p, _)| {
+                    (Span { return_tsc: None, ..record_span(r) }, self.call_start_of_record(pid, r, p))
+                })
+                .collect();
+            in_flight.extend(held);
             in_flight.sort_by_key(|(span, _)| span.entry_tsc);
             for (span, call) in in_flight {
                 self.announce(pid, span, call, report);

@@ -13,7 +13,7 @@
 //!
 //! - Returning functions: the *return routine* saves the frame, claims an
 //!   in-flight slot, calls the stub copy, stores RAX and the return RDTSC,
-//!   releases the slot, then calls the callback
+//!   calls the callback
 //!   with RCX = the frame's address and RDX = [`RETURNED`], reloads RAX
 //!   from the frame and returns to the caller.
 //! - Functions that do not return (NtContinue, NtTerminateProcess, ...):
@@ -108,10 +108,12 @@ pub fn build(base: u64, stubs: &[StubToTrace], slots: u64) -> Result<InlineTramp
     a.call(r11)?;
     a.mov(qword_ptr(rsp + RAX_AT), rax)?;
     store_tsc(&mut a, RETURN_TSC_AT)?;
-    release_slot(&mut a)?;
     a.mov(rcx, rsp)?;
     a.xor(edx, edx)?; // RETURNED
     call_callback(&mut a, slot)?;
+    // Released only once the callback has published the call: the tracer
+    // always finds it in one place or the other.
+    release_slot(&mut a)?;
     a.mov(rax, qword_ptr(rsp + RAX_AT))?;
     a.add(rsp, FRAME_SIZE as i32)?;
     a.ret()?;
@@ -253,8 +255,9 @@ mod tests {
         let claim = at("lock cmpxchg [r11],r10");
         assert_eq!(text[claim - 2], "mov r11,500000h", "the table given");
         let call = at("call r11");
+        let callback = at(&format!("call qword ptr [{:X}h]", base));
         let release = at("mov qword ptr [r11],0");
-        assert!(at("mov [rsp+0B8h],rax") < claim && claim < call && call < release);
+        assert!(at("mov [rsp+0B8h],rax") < claim && claim < call && call < callback && callback < release);
         assert_eq!(
             &text[call - 2..call + 6],
             [
@@ -269,7 +272,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            &text[release + 1..],
+            &text[callback - 3..callback + 2],
             [
                 "mov rcx,rsp",
                 "xor edx,edx",
@@ -277,11 +280,9 @@ mod tests {
                 // The slot is at the region's base.
                 &format!("call qword ptr [{:X}h]", base),
                 "add rsp,20h",
-                "mov rax,[rsp+0B0h]",
-                "add rsp,0D8h",
-                "ret",
             ]
         );
+        assert_eq!(&text[release + 1..], ["mov rax,[rsp+0B0h]", "add rsp,0D8h", "ret"]);
     }
 
     #[test]
