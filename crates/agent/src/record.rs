@@ -28,9 +28,15 @@ use std::fmt;
 
 use winstrace_decode::capture::{copy_from_pieces, held_in, CaptureSink};
 
-/// The ring record kind of a call record (the only kind the agent writes;
-/// the tracer skips any other).
+/// The ring record kind of a call record: a call that returned (or, with
+/// the no-return flag, one about to leave for good).
 pub const RECORD_KIND_CALL: u32 = 1;
+/// The ring record kind of a call's *entry* record: same layout, written
+/// before the system call with the memory its in-parameters point to at
+/// that time (no status, return TSC 0). Written only when that memory is
+/// not empty; the call's `RECORD_KIND_CALL` record (same thread, same
+/// entry TSC) follows when it returns. The tracer skips any other kind.
+pub const RECORD_KIND_ENTRY: u32 = 2;
 
 /// The layout version this module writes and reads.
 pub const RECORD_VERSION: u16 = 2;

@@ -37,7 +37,7 @@ use winstrace_decode::capture::{self, CapturePlan};
 use winstrace_decode::DecodeOptions;
 
 use crate::mapping::{self, Layout};
-use crate::record::{CallRecord, RecordWriter, RECORD_KIND_CALL};
+use crate::record::{CallRecord, RecordWriter, HEADER_BYTES, RECORD_KIND_CALL, RECORD_KIND_ENTRY};
 use crate::AgentConfig;
 
 /// Bytes of the buffer a record is built in, on the calling thread's stack:
@@ -216,33 +216,46 @@ fn record_call(frame: *const u8, no_return: u64) {
     let bytes = unsafe { std::ptr::read(frame as *const [u8; FRAME_SIZE]) };
     let f = Frame::parse(&bytes);
     let Ok(function) = state.copies.binary_search(&f.stub_copy) else { return };
+    let recorded = state.recorded.get(function).copied().unwrap_or(true);
+    let entry = no_return == inline::ENTRY;
+    if entry && (state.decode.raw || !recorded) {
+        return; // Nothing to capture at call time.
+    }
     let returned = no_return == inline::RETURNED;
     let record = CallRecord {
         function: function as u32,
         thread_id: teb_read(TEB_THREAD_ID) as u32,
-        status: f.rax,
-        no_return: !returned,
+        // At entry the frame's result and return TSC are not written yet.
+        status: if entry { 0 } else { f.rax },
+        no_return: !returned && !entry,
         capture_full: false,
         entry_tsc: f.entry_tsc,
-        return_tsc: f.return_tsc,
+        return_tsc: if entry { 0 } else { f.return_tsc },
         args: f.args,
     };
     let mut buffer = [0u8; RECORD_BUFFER];
     let Some(mut writer) = RecordWriter::new(&mut buffer, probe_read) else { return };
     if let Some(plan) = state.plans.get(function).copied().flatten() {
         // The memory the tracer's decoders will read, as they will read it:
-        // after the return (the NTSTATUS decides whether out-parameters
-        // hold anything), or before a call that does not return.
+        // at call time without a result (the in-parameters), after the
+        // return (the NTSTATUS decides whether out-parameters hold
+        // anything), or before a call that does not return.
         let result = returned.then_some(u64::from(f.rax as u32));
         plan.capture(&f.args, result, &state.decode, &mut writer);
     }
     let payload = writer.finish(&record);
+    if entry && payload.len() == HEADER_BYTES {
+        return; // No memory read: the return's record says it all.
+    }
     let mut wait = || state.wait_a_little();
+    let kind = if entry { RECORD_KIND_ENTRY } else { RECORD_KIND_CALL };
     // A refused record is counted in the ring's lost counter; nothing else
     // to do about it from inside someone else's call.
-    let written = !state.recorded.get(function).copied().unwrap_or(true)
-        || state.ring.write(RECORD_KIND_CALL, payload, &mut wait).is_ok();
-    if written && !returned && Some(function) == state.terminate && (f.args[0] == 0 || f.args[0] == u64::MAX)
+    let written = !recorded || state.ring.write(kind, payload, &mut wait).is_ok();
+    if written
+        && record.no_return
+        && Some(function) == state.terminate
+        && (f.args[0] == 0 || f.args[0] == u64::MAX)
     {
         wait_for_tracer(&state.ring, &mut wait);
     }

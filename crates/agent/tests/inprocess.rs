@@ -16,7 +16,7 @@ use windows_sys::Win32::Storage::FileSystem::{GetFileAttributesW, INVALID_FILE_A
 use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress, LoadLibraryW};
 use windows_sys::Win32::System::Memory::{VirtualAlloc, MEM_COMMIT, MEM_RESERVE, PAGE_NOACCESS};
 use windows_sys::Win32::System::Threading::GetCurrentThreadId;
-use winstrace_agent::record::{pieces, CallRecord, RECORD_KIND_CALL};
+use winstrace_agent::record::{pieces, CallRecord, RECORD_KIND_CALL, RECORD_KIND_ENTRY};
 use winstrace_decode::capture::CapturedMemory;
 use winstrace_decode::{args_text, decode_call, DecodeOptions};
 use winstrace_ring::{Ring, RingRef};
@@ -36,6 +36,8 @@ struct Tracer {
     records: Mutex<Vec<CallRecord>>,
     /// The whole record of each entry of `records` (header and captured memory).
     payloads: Mutex<Vec<Vec<u8>>>,
+    /// Entry records (written at call time), with their payloads.
+    entries: Mutex<Vec<(CallRecord, Vec<u8>)>>,
     /// The ring's read position once every record before it is in `records`.
     collected_up_to: AtomicU64,
     bad_records: AtomicU64,
@@ -51,7 +53,9 @@ struct Tracer {
 fn agent_dll() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe path");
     let deps = exe.parent().expect("deps dir");
-    for dir in [deps.parent().expect("profile dir"), deps] {
+    // The copy cargo built for this test run first: the one in the profile
+    // directory may be from an older build.
+    for dir in [deps, deps.parent().expect("profile dir")] {
         let dll = dir.join("winstrace_agent.dll");
         if dll.exists() {
             return dll;
@@ -107,6 +111,7 @@ fn tracer() -> &'static Tracer {
             ring,
             records: Mutex::new(Vec::new()),
             payloads: Mutex::new(Vec::new()),
+            entries: Mutex::new(Vec::new()),
             collected_up_to: AtomicU64::new(0),
             bad_records: AtomicU64::new(0),
             reader_thread: AtomicU32::new(0),
@@ -134,8 +139,14 @@ fn read_forever(t: &'static Tracer) -> ! {
     loop {
         match reader.next() {
             Ok(Some(record)) => {
-                // Only call records count (the agent writes no other kind;
-                // the tracer skips any other).
+                if record.kind == RECORD_KIND_ENTRY {
+                    match CallRecord::decode(record.payload) {
+                        Ok(r) => t.entries.lock().unwrap().push((r, record.payload.to_vec())),
+                        Err(_) => {
+                            t.bad_records.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
                 if record.kind != RECORD_KIND_CALL {
                     t.collected_up_to.store(t.ring.read_position(), Ordering::Release);
                     continue;
@@ -195,11 +206,14 @@ impl Tracer {
 /// The arguments of a record as the tracer decodes them from the memory
 /// it carries.
 fn decoded_args(function: &str, record: &CallRecord, payload: &[u8]) -> String {
+    decoded_args_with(function, record, payload, Some(record.status & 0xffff_ffff))
+}
+
+fn decoded_args_with(function: &str, record: &CallRecord, payload: &[u8], status: Option<u64>) -> String {
     let mut memory = CapturedMemory::new();
     for (address, bytes) in pieces(payload) {
         memory.add(address, bytes);
     }
-    let status = Some(record.status & 0xffff_ffff);
     let (args, _) = decode_call(function, &record.args, status, &memory, &DecodeOptions::default());
     args_text(&args)
 }
@@ -245,6 +259,23 @@ fn a_hundred_calls_from_one_thread_give_a_hundred_records() {
         assert_ne!(r.args[0], 0, "OBJECT_ATTRIBUTES pointer");
         assert_ne!(r.args[1], 0, "FILE_BASIC_INFORMATION pointer");
         assert!(r.return_tsc >= r.entry_tsc);
+    }
+    // Each call also has its entry record, written at call time with the
+    // memory of its in-parameters, and matched to the call by its entry TSC.
+    let entries: Vec<(CallRecord, Vec<u8>)> = t
+        .entries
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(r, _)| r.thread_id == me && r.function == t.query_attributes_file)
+        .filter(|(r, _)| mine.iter().any(|m| m.entry_tsc == r.entry_tsc))
+        .cloned()
+        .collect();
+    assert_eq!(entries.len(), 100);
+    for (entry, payload) in &entries {
+        assert_eq!((entry.status, entry.return_tsc, entry.no_return), (0, 0, false));
+        assert!(decoded_args_with("NtQueryAttributesFile", entry, payload, None)
+            .contains(r#"Name="\\??\\C:\\winstrace-agent-test-missing-single.txt""#));
     }
     assert_eq!(t.bad_records.load(Ordering::Relaxed), 0);
     assert_eq!(t.ring.lost_records(), 0);

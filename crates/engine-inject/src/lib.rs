@@ -105,10 +105,7 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NotX64 { pid } => write!(
-                f,
-                "process {pid} is a 32-bit program: --engine inject traces x64 programs only (use --engine debug)"
-            ),
+            Error::NotX64 { pid } => write!(f, "process {pid} is a 32-bit program: the agent is x64 only"),
             Error::AgentNotFound { path } => {
                 write!(f, "the agent DLL is missing: {path}")
             }
@@ -159,10 +156,14 @@ pub fn duration(record: &CallRecord, tsc_rate: Option<f64>) -> Option<Duration> 
 
 /// Turns a record (`payload`, already checked by [`CallRecord::decode`]
 /// into `record`) into a call, decoding the arguments from the memory it
-/// carries.
+/// carries. `entry`: the payload of the call's entry record, if it has one
+/// (`RECORD_KIND_ENTRY`): in-parameters are then decoded from the memory
+/// as it was at call time, out- and in-out parameters from the memory
+/// after the return.
 pub fn call_from_record(
     record: &CallRecord,
     payload: &[u8],
+    entry: Option<&[u8]>,
     names: &[Arc<str>],
     id: u64,
     tsc_rate: Option<f64>,
@@ -173,7 +174,19 @@ pub fn call_from_record(
     // nothing.
     let status = (!record.no_return).then_some(u64::from(record.status as u32));
     let memory = record_memory(payload);
-    let (args, args_complete) = winstrace_decode::decode_call(&function, &record.args, status, &memory, opts);
+    let (mut args, mut args_complete) =
+        winstrace_decode::decode_call(&function, &record.args, status, &memory, opts);
+    if let Some(entry) = entry {
+        let at_entry = record_memory(entry);
+        let (entry_args, entry_complete) =
+            winstrace_decode::decode_call(&function, &record.args, None, &at_entry, opts);
+        for (arg, at_call) in args.iter_mut().zip(entry_args) {
+            if !arg.out {
+                *arg = at_call;
+            }
+        }
+        args_complete &= entry_complete;
+    }
     Call {
         function,
         id,
@@ -319,7 +332,7 @@ mod tests {
     #[test]
     fn a_record_becomes_a_decoded_call() {
         let r = record(0, 0xffff_ffff_c000_0008, &[0x24]);
-        let call = call_from_record(&r, &r.encode(), &names(), 5, Some(1e9), &DecodeOptions::default());
+        let call = call_from_record(&r, &r.encode(), None, &names(), 5, Some(1e9), &DecodeOptions::default());
         assert_eq!(&*call.function, "NtClose");
         assert_eq!(call.id, 5);
         assert_eq!(call.result, CallResult::Returned(0xc000_0008));
@@ -330,13 +343,15 @@ mod tests {
         assert_eq!(call.duration, Some(Duration::from_nanos(2_000)));
     }
 
-    #[test]
-    fn pointer_arguments_decode_from_the_memory_the_record_carries() {
+    /// The payload of an NtQueryAttributesFile record (`status`: `None` for
+    /// an entry record) whose OBJECT_ATTRIBUTES at 0x1000 names `path`, as
+    /// the agent captures it.
+    fn probe_payload(path: &str, status: Option<u64>) -> Vec<u8> {
         use winstrace_agent::record::RecordWriter;
         use winstrace_decode::capture::{capture_plan, CaptureSink};
-        // NtQueryAttributesFile's OBJECT_ATTRIBUTES at 0x1000, its
-        // UNICODE_STRING at 0x1040 and the path at 0x1080, as the target had them.
-        let path: Vec<u8> = "\\??\\C:\\gone.txt".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        // The OBJECT_ATTRIBUTES at 0x1000, its UNICODE_STRING at 0x1040 and
+        // the path at 0x1080, as the target had them.
+        let path: Vec<u8> = path.encode_utf16().flat_map(u16::to_le_bytes).collect();
         let mut memory = vec![0u8; 0x200];
         memory[0..4].copy_from_slice(&48u32.to_le_bytes());
         memory[0x10..0x18].copy_from_slice(&0x1040u64.to_le_bytes());
@@ -350,23 +365,49 @@ mod tests {
             out[..n].copy_from_slice(&memory[start..start + n]);
             n
         };
-        let r = record(1, 0xc000_0034, &[0x1000, 0x5000]);
+        let r = CallRecord {
+            return_tsc: status.map_or(0, |_| 3_000),
+            ..record(1, status.unwrap_or(0), &[0x1000, 0x5000])
+        };
         let mut buf = [0u8; 2048];
         let mut writer = RecordWriter::new(&mut buf, read).unwrap();
         capture_plan("NtQueryAttributesFile").unwrap().capture(
             &r.args,
-            Some(0xc000_0034),
+            status,
             &DecodeOptions::default(),
             &mut writer,
         );
         assert_eq!(writer.capture(0x1000, 1), 1);
-        let payload = writer.finish(&r).to_vec();
+        writer.finish(&r).to_vec()
+    }
+
+    #[test]
+    fn pointer_arguments_decode_from_the_memory_the_record_carries() {
+        let payload = probe_payload("\\??\\C:\\gone.txt", Some(0xc000_0034));
         let decoded = CallRecord::decode(&payload).unwrap();
-        let call = call_from_record(&decoded, &payload, &names(), 1, None, &DecodeOptions::default());
+        let call = call_from_record(&decoded, &payload, None, &names(), 1, None, &DecodeOptions::default());
         assert_eq!(
             winstrace_decode::args_text(&call.args),
             r#"ObjectAttributes={Name="\\??\\C:\\gone.txt"}, FileInformation=0x5000"#
         );
+    }
+
+    #[test]
+    fn in_parameters_decode_from_the_entry_record_out_parameters_from_the_return() {
+        // The program changed the path while the call ran: the trace shows
+        // what the call was given.
+        let entry = probe_payload("\\??\\C:\\given.txt", None);
+        let payload = probe_payload("\\??\\C:\\changed.txt", Some(0xc000_0034));
+        let decoded = CallRecord::decode(&payload).unwrap();
+        let opts = DecodeOptions::default();
+        let call = call_from_record(&decoded, &payload, Some(&entry), &names(), 1, None, &opts);
+        assert_eq!(
+            winstrace_decode::args_text(&call.args),
+            r#"ObjectAttributes={Name="\\??\\C:\\given.txt"}, FileInformation=0x5000"#
+        );
+        assert_eq!(call.result, CallResult::Returned(0xc000_0034));
+        let without = call_from_record(&decoded, &payload, None, &names(), 1, None, &opts);
+        assert!(winstrace_decode::args_text(&without.args).contains("changed.txt"));
     }
 
     #[test]
@@ -385,7 +426,7 @@ mod tests {
     #[test]
     fn pointer_arguments_are_unreadable_without_memory_capture() {
         let r = record(1, 0xc000_0034, &[0x1000, 0x2000]);
-        let call = call_from_record(&r, &r.encode(), &names(), 1, None, &DecodeOptions::default());
+        let call = call_from_record(&r, &r.encode(), None, &names(), 1, None, &DecodeOptions::default());
         assert_eq!(&*call.function, "NtQueryAttributesFile");
         assert_eq!(call.args.len(), 2);
         assert!(matches!(call.args[0].value, Value::Unreadable(_)), "{:?}", call.args[0].value);
@@ -395,12 +436,13 @@ mod tests {
     #[test]
     fn no_return_calls_and_unknown_indexes() {
         let r = CallRecord { no_return: true, status: 0, return_tsc: 0, ..record(2, 0, &[u64::MAX, 0]) };
-        let call = call_from_record(&r, &r.encode(), &names(), 2, Some(1e9), &DecodeOptions::default());
+        let call = call_from_record(&r, &r.encode(), None, &names(), 2, Some(1e9), &DecodeOptions::default());
         assert_eq!(call.result, CallResult::NoReturn);
         assert_eq!(call.duration, None);
         let call = call_from_record(
             &record(77, 0, &[1, 2, 3, 4, 5]),
             &record(77, 0, &[]).encode(),
+            None,
             &names(),
             3,
             None,

@@ -23,7 +23,7 @@ use windows_sys::Win32::System::Memory::{
 };
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, IsWow64Process};
 use winstrace_agent::mapping::{self, AgentState, Layout};
-use winstrace_agent::record::{CallRecord, RECORD_KIND_CALL};
+use winstrace_agent::record::{CallRecord, RECORD_KIND_CALL, RECORD_KIND_ENTRY};
 use winstrace_agent::AgentConfig;
 use winstrace_core::event::{Call, CallResult, EventKind};
 use winstrace_core::memory::{PageCache, TargetMemory};
@@ -278,6 +278,8 @@ struct Session {
     pending: Batch,
     /// Per thread, when its last reported call ended.
     last_end: HashMap<u32, u64>,
+    /// Entry records of calls not returned yet: (thread, entry TSC) to payload.
+    entries: HashMap<(u32, u64), Vec<u8>>,
 }
 
 impl Session {
@@ -294,6 +296,7 @@ impl Session {
             announced: HashSet::new(),
             pending: Vec::new(),
             last_end: HashMap::new(),
+            entries: HashMap::new(),
         })
     }
 }
@@ -387,13 +390,18 @@ impl Inject {
         loop {
             match session.reader.next() {
                 Ok(Some(rec)) => {
-                    // Threads, DLLs, exceptions and debug strings come from
-                    // the debugger: the agent's own reports are not needed.
-                    if rec.kind != RECORD_KIND_CALL {
-                        continue;
-                    }
-                    if let Ok(record) = CallRecord::decode(rec.payload) {
-                        batch.push((record, rec.payload.to_vec(), rec.position));
+                    let Ok(record) = CallRecord::decode(rec.payload) else { continue };
+                    match rec.kind {
+                        RECORD_KIND_CALL => batch.push((record, rec.payload.to_vec(), rec.position)),
+                        // Kept until the call's return record comes (a
+                        // thread's entry records pile up only if it never
+                        // returns from its call, and then there is one).
+                        RECORD_KIND_ENTRY => {
+                            session
+                                .entries
+                                .insert((record.thread_id, record.entry_tsc), rec.payload.to_vec());
+                        }
+                        _ => {}
                     }
                 }
                 Ok(None) => break,
@@ -449,15 +457,24 @@ impl Inject {
             {
                 continue;
             }
-            let call = call_start(function, &frame.args, slot.frame, &memory, &self.options.decode);
+            // The memory as it was at call time, when the agent captured
+            // it; else as it is now (the thread is inside the call).
+            let call = match session.entries.get(&(span.thread_id, span.entry_tsc)) {
+                Some(entry) => {
+                    call_start(function, &frame.args, slot.frame, &record_memory(entry), &self.options.decode)
+                }
+                None => call_start(function, &frame.args, slot.frame, &memory, &self.options.decode),
+            };
             out.push((span, call));
         }
         out
     }
 
     fn call_start_of_record(&self, pid: u32, record: &CallRecord, payload: &[u8]) -> Call {
-        let names = self.sessions.get(&pid).and_then(|s| s.names.as_deref()).unwrap_or(&[]);
-        let memory = record_memory(payload);
+        let session = self.sessions.get(&pid);
+        let names = session.and_then(|s| s.names.as_deref()).unwrap_or(&[]);
+        let entry = session.and_then(|s| s.entries.get(&(record.thread_id, record.entry_tsc)));
+        let memory = record_memory(entry.map_or(payload, Vec::as_slice));
         call_start(
             function_name(names, record.function),
             &record.args,
@@ -496,11 +513,21 @@ impl Inject {
         report: &mut Report<'_>,
     ) {
         let Some(session) = self.sessions.get_mut(&pid) else { return };
-        let resumed = session.announced.remove(&(record.thread_id, record.entry_tsc));
+        let key = (record.thread_id, record.entry_tsc);
+        let resumed = session.announced.remove(&key);
+        let entry = session.entries.remove(&key);
         session.last_end.insert(record.thread_id, end_tsc(record));
         let names = session.names.as_deref().unwrap_or(&[]);
         self.calls += 1;
-        let mut call = call_from_record(record, payload, names, self.calls, rate, &self.options.decode);
+        let mut call = call_from_record(
+            record,
+            payload,
+            entry.as_deref(),
+            names,
+            self.calls,
+            rate,
+            &self.options.decode,
+        );
         call.resumed = resumed;
         let result = match call.result {
             CallResult::Returned(status) => Some(status),

@@ -12,8 +12,10 @@
 //! read-only) and patches any stub, so the slot is never read empty.
 //!
 //! - Returning functions: the *return routine* saves the frame, claims an
-//!   in-flight slot, calls the stub copy, stores RAX and the return RDTSC,
-//!   calls the callback
+//!   in-flight slot, calls the callback with RCX = the frame's address and
+//!   RDX = [`ENTRY`] (in-parameters as they are at call time), reloads the
+//!   argument registers, calls the stub copy, stores RAX and the return
+//!   RDTSC, calls the callback
 //!   with RCX = the frame's address and RDX = [`RETURNED`], reloads RAX
 //!   from the frame and returns to the caller.
 //! - Functions that do not return (NtContinue, NtTerminateProcess, ...):
@@ -46,6 +48,11 @@ pub const RETURNED: u64 = 0;
 /// `no_return` argument of a callback made before a call that never returns
 /// to its caller; the frame's RAX and return RDTSC are then 0.
 pub const NO_RETURN: u64 = 1;
+/// `no_return` argument of the callback a returning function's routine
+/// makes before the call (the callback sees the in-parameters as they are
+/// at call time); the same routine calls it again, with [`RETURNED`],
+/// after the return.
+pub const ENTRY: u64 = 2;
 /// Bytes before the code: the callback slot, padded so that the code
 /// starts 16-byte aligned.
 pub const DATA_BYTES: usize = 16;
@@ -101,10 +108,12 @@ pub fn build(base: u64, stubs: &[StubToTrace], slots: u64) -> Result<InlineTramp
     a.set_label(&mut return_routine)?;
     save_frame(&mut a)?;
     claim_slot(&mut a, slots)?;
-    // RDTSC and the slot search used RDX and R11: reload them (the other
-    // argument registers are intact).
-    a.mov(rdx, qword_ptr(rsp + RDX_AT))?;
-    a.mov(r11, qword_ptr(rsp + STUB_AT))?;
+    a.mov(rcx, rsp)?;
+    a.mov(edx, ENTRY as u32)?;
+    call_callback(&mut a, slot)?;
+    // The callback may clobber the argument registers: reload them (the
+    // stack arguments are in the frame, above the callback's home area).
+    reload_arguments(&mut a)?;
     a.call(r11)?;
     a.mov(qword_ptr(rsp + RAX_AT), rax)?;
     store_tsc(&mut a, RETURN_TSC_AT)?;
@@ -125,11 +134,7 @@ pub fn build(base: u64, stubs: &[StubToTrace], slots: u64) -> Result<InlineTramp
     a.mov(rcx, rsp)?;
     a.mov(edx, NO_RETURN as u32)?;
     call_callback(&mut a, slot)?;
-    a.mov(rcx, qword_ptr(rsp + RCX_AT))?;
-    a.mov(rdx, qword_ptr(rsp + RDX_AT))?;
-    a.mov(r8, qword_ptr(rsp + R8_AT))?;
-    a.mov(r9, qword_ptr(rsp + R9_AT))?;
-    a.mov(r11, qword_ptr(rsp + STUB_AT))?;
+    reload_arguments(&mut a)?;
     a.add(rsp, FRAME_SIZE as i32)?;
     a.jmp(r11)?;
 
@@ -145,6 +150,16 @@ pub fn build(base: u64, stubs: &[StubToTrace], slots: u64) -> Result<InlineTramp
         copies,
         code: result.inner.code_buffer,
     })
+}
+
+/// Reloads the four register arguments and the stub copy's address (R11)
+/// from the frame.
+fn reload_arguments(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.mov(rcx, qword_ptr(rsp + RCX_AT))?;
+    a.mov(rdx, qword_ptr(rsp + RDX_AT))?;
+    a.mov(r8, qword_ptr(rsp + R8_AT))?;
+    a.mov(r9, qword_ptr(rsp + R9_AT))?;
+    a.mov(r11, qword_ptr(rsp + STUB_AT))
 }
 
 /// `call [rip+slot]` with a home area below the frame.
@@ -255,13 +270,29 @@ mod tests {
         let claim = at("lock cmpxchg [r11],r10");
         assert_eq!(text[claim - 2], "mov r11,500000h", "the table given");
         let call = at("call r11");
-        let callback = at(&format!("call qword ptr [{:X}h]", base));
+        let callback = text.iter().rposition(|s| *s == format!("call qword ptr [{:X}h]", base)).unwrap();
         let release = at("mov qword ptr [r11],0");
         assert!(at("mov [rsp+0B8h],rax") < claim && claim < call && call < callback && callback < release);
+        // The entry callback, then the arguments reloaded for the stub.
+        let entry = text.iter().position(|s| s == "mov edx,2").unwrap();
+        assert!(claim < entry && entry < call);
         assert_eq!(
-            &text[call - 2..call + 6],
+            &text[entry - 1..entry + 4],
             [
+                "mov rcx,rsp",
+                "mov edx,2",
+                "sub rsp,20h",
+                &format!("call qword ptr [{:X}h]", base),
+                "add rsp,20h"
+            ]
+        );
+        assert_eq!(
+            &text[call - 5..call + 6],
+            [
+                "mov rcx,[rsp+88h]",
                 "mov rdx,[rsp+90h]",
+                "mov r8,[rsp+98h]",
+                "mov r9,[rsp+0A0h]",
                 "mov r11,[rsp+0A8h]",
                 "call r11",
                 "mov [rsp+0B0h],rax",
