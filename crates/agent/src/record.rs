@@ -33,9 +33,10 @@ use winstrace_decode::capture::{copy_from_pieces, held_in, CaptureSink};
 pub const RECORD_KIND_CALL: u32 = 1;
 /// The ring record kind of a call's *entry* record: same layout, written
 /// before the system call with the memory its in-parameters point to at
-/// that time (no status, return TSC 0). Written only when that memory is
-/// not empty; the call's `RECORD_KIND_CALL` record (same thread, same
-/// entry TSC) follows when it returns. The tracer skips any other kind.
+/// that time (no status, return TSC 0), for every returning call unless
+/// nothing is captured (`-X raw`). The call's `RECORD_KIND_CALL` record
+/// (same thread, same entry TSC) follows when it returns, with the memory
+/// of its out- and in-out parameters only. The tracer skips any other kind.
 pub const RECORD_KIND_ENTRY: u32 = 2;
 
 /// The layout version this module writes and reads.

@@ -37,7 +37,7 @@ use winstrace_decode::capture::{self, CapturePlan};
 use winstrace_decode::DecodeOptions;
 
 use crate::mapping::{self, Layout};
-use crate::record::{CallRecord, RecordWriter, HEADER_BYTES, RECORD_KIND_CALL, RECORD_KIND_ENTRY};
+use crate::record::{CallRecord, RecordWriter, RECORD_KIND_CALL, RECORD_KIND_ENTRY};
 use crate::AgentConfig;
 
 /// Bytes of the buffer a record is built in, on the calling thread's stack:
@@ -240,13 +240,16 @@ fn record_call(frame: *const u8, no_return: u64) {
         // at call time without a result (the in-parameters), after the
         // return (the NTSTATUS decides whether out-parameters hold
         // anything), or before a call that does not return.
+        // A returning call's in-parameters are in its entry record: the
+        // return adds its out-parameters.
         let result = returned.then_some(u64::from(f.rax as u32));
-        plan.capture(&f.args, result, &state.decode, &mut writer);
+        if returned {
+            plan.capture_outs(&f.args, result, &state.decode, &mut writer);
+        } else {
+            plan.capture(&f.args, result, &state.decode, &mut writer);
+        }
     }
     let payload = writer.finish(&record);
-    if entry && payload.len() == HEADER_BYTES {
-        return; // No memory read: the return's record says it all.
-    }
     let mut wait = || state.wait_a_little();
     let kind = if entry { RECORD_KIND_ENTRY } else { RECORD_KIND_CALL };
     // A refused record is counted in the ring's lost counter; nothing else

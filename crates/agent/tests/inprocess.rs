@@ -205,13 +205,26 @@ impl Tracer {
 
 /// The arguments of a record as the tracer decodes them from the memory
 /// it carries.
-fn decoded_args(function: &str, record: &CallRecord, payload: &[u8]) -> String {
-    decoded_args_with(function, record, payload, Some(record.status & 0xffff_ffff))
+/// The arguments of a call record as the tracer decodes them: from the
+/// memory its entry record carries (the in-parameters') and its own (the
+/// out-parameters').
+fn decoded_args(t: &Tracer, function: &str, record: &CallRecord, payload: &[u8]) -> String {
+    let entries = t.entries.lock().unwrap();
+    let entry = entries
+        .iter()
+        .find(|(e, _)| e.thread_id == record.thread_id && e.entry_tsc == record.entry_tsc)
+        .map(|(_, p)| p.clone())
+        .unwrap_or_default();
+    decoded_with(function, record, &[&entry, payload], Some(record.status & 0xffff_ffff))
 }
 
 fn decoded_args_with(function: &str, record: &CallRecord, payload: &[u8], status: Option<u64>) -> String {
+    decoded_with(function, record, &[payload], status)
+}
+
+fn decoded_with(function: &str, record: &CallRecord, payloads: &[&[u8]], status: Option<u64>) -> String {
     let mut memory = CapturedMemory::new();
-    for (address, bytes) in pieces(payload) {
+    for (address, bytes) in payloads.iter().filter(|p| !p.is_empty()).flat_map(|p| pieces(p)) {
         memory.add(address, bytes);
     }
     let (args, _) = decode_call(function, &record.args, status, &memory, &DecodeOptions::default());
@@ -247,7 +260,7 @@ fn a_hundred_calls_from_one_thread_give_a_hundred_records() {
         .find(|(r, _)| r.thread_id == me && r.function == t.query_attributes_file)
         .unwrap();
     assert_eq!(
-        decoded_args("NtQueryAttributesFile", &first, &payload),
+        decoded_args(t, "NtQueryAttributesFile", &first, &payload),
         format!(
             r#"ObjectAttributes={{Name="\\??\\C:\\winstrace-agent-test-missing-single.txt", Attributes=OBJ_CASE_INSENSITIVE}}, FileInformation={:#x}"#,
             first.args[1]
@@ -346,7 +359,7 @@ fn unreadable_pointers_are_captured_as_unreadable_and_harm_nothing() {
         .payloads_since(mark)
         .into_iter()
         .filter(|(r, _)| r.thread_id == me && r.function == t.query_attributes_file)
-        .map(|(r, payload)| decoded_args("NtQueryAttributesFile", &r, &payload))
+        .map(|(r, payload)| decoded_args(t, "NtQueryAttributesFile", &r, &payload))
         .collect();
     let info_ptr = info.as_ptr() as u64;
     assert_eq!(

@@ -120,7 +120,13 @@ fn json_lines_of_the_in_process_engine_match_the_schema() {
 
 #[test]
 fn json_lines_parse_and_match_the_schema() {
-    let run = winstrace(&["--json", TESTPROG, "thread"]);
+    for engine in ENGINES {
+        json_lines_parse_and_match_the_schema_on(engine);
+    }
+}
+
+fn json_lines_parse_and_match_the_schema_on(engine: &str) {
+    let run = winstrace_on(engine, &["--json", TESTPROG, "thread"]);
     assert_eq!(run.stdout, "thread done\n");
     let (schemas, index) = schema();
     let events: Vec<serde_json::Value> = run
@@ -162,6 +168,10 @@ fn json_lines_parse_and_match_the_schema() {
     // An interrupted call appears as call_start, then as a resumed call.
     let started: Vec<_> = of_type("call_start").collect();
     assert!(!started.is_empty());
-    let resumed = of_type("call").filter(|e| e["resumed"] == true).count();
-    assert!(resumed >= 1 && resumed <= started.len());
+    let resumed: Vec<_> = of_type("call").filter(|e| e["resumed"] == true).collect();
+    assert!(!resumed.is_empty() && resumed.len() <= started.len());
+    // A call_start and its call share pid and id.
+    for call in resumed {
+        assert!(started.iter().any(|s| s["pid"] == call["pid"] && s["id"] == call["id"]), "{call}");
+    }
 }

@@ -99,6 +99,30 @@ impl CapturePlan {
         opts: &DecodeOptions,
         sink: &mut dyn CaptureSink,
     ) {
+        self.capture_params(raw_args, result, opts, sink, false);
+    }
+
+    /// [`CapturePlan::capture`] for the out- and in-out parameters only:
+    /// what a call's return adds to what its entry captured (the entry's
+    /// capture, without a result, is the in-parameters').
+    pub fn capture_outs(
+        &self,
+        raw_args: &[u64],
+        result: Option<u64>,
+        opts: &DecodeOptions,
+        sink: &mut dyn CaptureSink,
+    ) {
+        self.capture_params(raw_args, result, opts, sink, true);
+    }
+
+    fn capture_params(
+        &self,
+        raw_args: &[u64],
+        result: Option<u64>,
+        opts: &DecodeOptions,
+        sink: &mut dyn CaptureSink,
+        outs_only: bool,
+    ) {
         if opts.raw {
             return;
         }
@@ -107,7 +131,7 @@ impl CapturePlan {
         let mut walk = Walk { sink, limit: opts.string_limit };
         for (i, param) in self.plan.params.iter().enumerate() {
             let Some(&raw) = raw_args.get(i) else { return };
-            if param.out && !outs_ok {
+            if (param.out && !outs_ok) || (outs_only && !param.out) {
                 continue;
             }
             walk.param(&call, i, raw);

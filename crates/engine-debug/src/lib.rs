@@ -17,7 +17,9 @@ mod handles;
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub use windows::{install_ctrl_c_handler, list_processes, trace, trace_with, Companion, Injection, Report};
+pub use windows::{
+    install_ctrl_c_handler, list_processes, trace, trace_with, Companion, Horizon, Injection, Report,
+};
 
 /// Helpers over a live process that the in-process engine (and the command
 /// line) share with this one: Ctrl-C, a process's image and command line,

@@ -290,6 +290,20 @@ pub struct Injection {
     pub dll_name: String,
 }
 
+/// How far a [`Companion::poll`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Horizon {
+    /// The calls that ended a moment ago or earlier: a debug event that
+    /// comes a little late (Wine wakes a thread's waiter before it reports
+    /// the thread's exit) can still be put before a call it caused.
+    Settled,
+    /// Before the exit event of thread `thread` (or, `None`, of the whole
+    /// process) of `pid`: what that exit cannot have caused.
+    Exit { pid: u32, thread: Option<u32> },
+    /// Everything: before any other debug event, and when the tracer leaves.
+    Everything,
+}
+
 /// Reports an event: pid, tid, time, what.
 pub type Report<'a> = dyn FnMut(u32, u32, SystemTime, EventKind) + 'a;
 
@@ -305,11 +319,11 @@ pub trait Companion {
     /// prepares the agent's injection and writes the loader routine into
     /// it. An error leaves the process to the debugger alone.
     fn prepare(&mut self, pid: u32, process: HANDLE) -> Result<Injection, String>;
-    /// Reports everything the agents have recorded so far (a call another
-    /// thread's line interrupts first as `<unfinished ...>`). Before the
-    /// exit event of a thread or process, `exiting` (pid, tid or `None`
-    /// for the process), only what that exit cannot have caused.
-    fn poll(&mut self, report: &mut Report<'_>, exiting: Option<(u32, Option<u32>)>);
+    /// Reports what the agents have recorded, up to `horizon` (a call
+    /// another thread's line interrupts first as `<unfinished ...>`).
+    /// `interleaved`: the traced processes have more than one thread
+    /// between them (else no call can be interrupted).
+    fn poll(&mut self, report: &mut Report<'_>, horizon: Horizon, interleaved: bool);
     /// Before the debugger prints an event: reports the agents' calls in
     /// flight as `<unfinished ...>`.
     fn announce_in_flight(&mut self, report: &mut Report<'_>);
@@ -500,17 +514,29 @@ impl Engine<'_> {
 
     /// Reports what the agents recorded (nothing without a companion).
     fn poll_companion(&mut self) {
-        self.poll_companion_before(None);
+        self.poll_companion_to(Horizon::Settled);
     }
 
     /// [`Self::poll_companion`], before `event` is handled.
     fn poll_companion_before(&mut self, event: Option<&DEBUG_EVENT>) {
+        let horizon = match event {
+            Some(e) if e.dwDebugEventCode == EXIT_THREAD_DEBUG_EVENT => {
+                Horizon::Exit { pid: e.dwProcessId, thread: Some(e.dwThreadId) }
+            }
+            Some(e) if e.dwDebugEventCode == EXIT_PROCESS_DEBUG_EVENT => {
+                Horizon::Exit { pid: e.dwProcessId, thread: None }
+            }
+            // A record is written before the system call that raises an
+            // event: all of them come first.
+            Some(_) => Horizon::Everything,
+            None => Horizon::Settled,
+        };
+        self.poll_companion_to(horizon);
+    }
+
+    fn poll_companion_to(&mut self, horizon: Horizon) {
         let Some(companion) = self.companion.take() else { return };
-        let exiting = event.and_then(|e| match e.dwDebugEventCode {
-            EXIT_THREAD_DEBUG_EVENT => Some((e.dwProcessId, Some(e.dwThreadId))),
-            EXIT_PROCESS_DEBUG_EVENT => Some((e.dwProcessId, None)),
-            _ => None,
-        });
+        let interleaved = self.processes.values().map(|p| p.threads.len()).sum::<usize>() > 1;
         companion.poll(
             &mut |pid, tid, time, kind| {
                 let Some(p) = self.processes.get_mut(&pid) else { return };
@@ -526,7 +552,8 @@ impl Engine<'_> {
                 self.stats.calls += u64::from(matches!(kind, EventKind::Call(_)));
                 self.emit_raw(pid, tid, time, kind)
             },
-            exiting,
+            horizon,
+            interleaved,
         );
         self.companion = Some(companion);
     }
@@ -1153,7 +1180,7 @@ impl Engine<'_> {
             // SAFETY: continues the event we just received.
             unsafe { ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status) };
         }
-        self.poll_companion();
+        self.poll_companion_to(Horizon::Everything);
         let pids: Vec<u32> = self.processes.keys().copied().collect();
         for pid in pids {
             if let Some(companion) = self.companion.as_mut() {

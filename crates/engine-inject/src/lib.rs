@@ -159,7 +159,8 @@ pub fn duration(record: &CallRecord, tsc_rate: Option<f64>) -> Option<Duration> 
 /// carries. `entry`: the payload of the call's entry record, if it has one
 /// (`RECORD_KIND_ENTRY`): in-parameters are then decoded from the memory
 /// as it was at call time, out- and in-out parameters from the memory
-/// after the return.
+/// after the return (which holds only theirs), over the entry's (which an
+/// out-parameter's decoding may read too).
 pub fn call_from_record(
     record: &CallRecord,
     payload: &[u8],
@@ -173,7 +174,10 @@ pub fn call_from_record(
     // System calls return an NTSTATUS in EAX; the upper half of RAX carries
     // nothing.
     let status = (!record.no_return).then_some(u64::from(record.status as u32));
-    let memory = record_memory(payload);
+    let mut memory = CapturedMemory::new();
+    for (address, bytes) in entry.into_iter().flat_map(record::pieces).chain(record::pieces(payload)) {
+        memory.add(address, bytes);
+    }
     let (mut args, mut args_complete) =
         winstrace_decode::decode_call(&function, &record.args, status, &memory, opts);
     if let Some(entry) = entry {

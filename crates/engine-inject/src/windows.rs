@@ -28,7 +28,7 @@ use winstrace_agent::AgentConfig;
 use winstrace_core::event::{Call, CallResult, EventKind};
 use winstrace_core::memory::{PageCache, TargetMemory};
 use winstrace_engine_debug::live::{HandleNamer, LiveMemory};
-use winstrace_engine_debug::{Companion, Injection, Report};
+use winstrace_engine_debug::{Companion, Horizon, Injection, Report};
 use winstrace_filter::StatusFilter;
 use winstrace_hook::{loader, trampoline};
 use winstrace_ring::{Reader, Ring, RingRef};
@@ -151,6 +151,11 @@ fn load_library_address() -> Result<u64, Error> {
         unsafe { GetProcAddress(GetModuleHandleW(kernel32.as_ptr()), c"LoadLibraryW".as_ptr() as *const u8) };
     load_library.map(|f| f as usize as u64).ok_or_else(|| last_error("GetProcAddress(LoadLibraryW)"))
 }
+
+/// How long a call's record waits before it is reported: long enough for
+/// a debug event it comes after (under Wine a thread's exit reaches the
+/// debugger after the thread waiting for it has woken) to arrive first.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Bytes before the agent's path in the page the loader routine goes in.
 const ROUTINE_BYTES: usize = 64;
@@ -418,24 +423,53 @@ impl Inject {
         Some(batch)
     }
 
-    /// The calls in flight in `pid` (the agent's in-flight table, and each
-    /// call's frame on its thread's stack, read from the live process: the
-    /// thread is inside the system call), decoded as `<unfinished ...>`.
+    /// The calls in flight in `pid`, decoded as `<unfinished ...>`: those
+    /// whose entry record came and whose return has not (with `-X raw`,
+    /// which writes no entry records, the agent's in-flight table, read from
+    /// the live process, and each call's frame on its thread's stack; only
+    /// when `interleaved`: with one thread no call can be interrupted).
     /// Calls already announced and functions not traced are left out.
-    fn in_flight(&mut self, pid: u32) -> Vec<(Span, Call)> {
+    fn in_flight(&mut self, pid: u32, interleaved: bool) -> Vec<(Span, Call)> {
         let Some(session) = self.sessions.get(&pid) else { return Vec::new() };
-        let table_address = mapping::in_flight_table(session.shared.region);
         let names = session.names.as_deref().unwrap_or(&[]);
-        if table_address == 0 || names.is_empty() {
+        if names.is_empty() {
             return Vec::new();
+        }
+        // A thread with a record held back is already past it: its current
+        // call comes after that record. A call reported already may still
+        // be about to leave the table.
+        let skip = |span: &Span, function: &str| {
+            session.pending.iter().any(|(r, _, _)| r.thread_id == span.thread_id)
+                || session.last_end.get(&span.thread_id).is_some_and(|&end| end >= span.entry_tsc)
+                || session.announced.contains(&(span.thread_id, span.entry_tsc))
+                || !self.options.trace.matches(function)
+        };
+        let mut out = Vec::new();
+        if !self.options.decode.raw {
+            for payload in session.entries.values() {
+                let Ok(record) = CallRecord::decode(payload) else { continue };
+                let span = Span { return_tsc: None, ..record_span(&record) };
+                let function = function_name(names, record.function);
+                if !skip(&span, &function) {
+                    let memory = record_memory(payload);
+                    out.push((
+                        span,
+                        call_start(function, &record.args, span.entry_tsc, &memory, &self.options.decode),
+                    ));
+                }
+            }
+            return out;
+        }
+        let table_address = mapping::in_flight_table(session.shared.region);
+        if table_address == 0 || !interleaved {
+            return out;
         }
         let live = LiveMemory { process: session.process };
         let memory = PageCache::new(&live);
         let mut table = vec![0u8; trampoline::SLOTS_BYTES];
         if memory.read_exact(table_address, &mut table).is_err() {
-            return Vec::new();
+            return out;
         }
-        let mut out = Vec::new();
         for slot in trampoline::parse_in_flight(&table) {
             let mut bytes = [0u8; trampoline::FRAME_SIZE];
             if memory.read_exact(slot.frame, &mut bytes).is_err() {
@@ -445,27 +479,12 @@ impl Inject {
             let span =
                 Span { thread_id: slot.thread_id as u32, entry_tsc: frame.entry_tsc, return_tsc: None };
             let function = function_name(names, frame.index);
-            // A thread with a record held back is already past it: its
-            // current call comes after that record.
-            let held = session.pending.iter().any(|(r, _, _)| r.thread_id == span.thread_id);
-            // Or the call is reported already, and about to leave the table.
-            let reported = session.last_end.get(&span.thread_id).is_some_and(|&end| end >= span.entry_tsc);
-            if held
-                || reported
-                || session.announced.contains(&(span.thread_id, span.entry_tsc))
-                || !self.options.trace.matches(&function)
-            {
-                continue;
+            if !skip(&span, &function) {
+                out.push((
+                    span,
+                    call_start(function, &frame.args, span.entry_tsc, &memory, &self.options.decode),
+                ));
             }
-            // The memory as it was at call time, when the agent captured
-            // it; else as it is now (the thread is inside the call).
-            let call = match session.entries.get(&(span.thread_id, span.entry_tsc)) {
-                Some(entry) => {
-                    call_start(function, &frame.args, slot.frame, &record_memory(entry), &self.options.decode)
-                }
-                None => call_start(function, &frame.args, slot.frame, &memory, &self.options.decode),
-            };
-            out.push((span, call));
         }
         out
     }
@@ -478,10 +497,24 @@ impl Inject {
         call_start(
             function_name(names, record.function),
             &record.args,
-            self.calls + 1,
+            record.entry_tsc,
             &memory,
             &self.options.decode,
         )
+    }
+
+    /// The first call each thread of `pid` has held back, as in progress.
+    fn held_calls(&self, pid: u32) -> Vec<(Span, Call)> {
+        let Some(session) = self.sessions.get(&pid) else { return Vec::new() };
+        let mut threads = HashSet::new();
+        session
+            .pending
+            .iter()
+            .filter(|(r, _, _)| threads.insert(r.thread_id))
+            .map(|(r, p, _)| {
+                (Span { return_tsc: None, ..record_span(r) }, self.call_start_of_record(pid, r, p))
+            })
+            .collect()
     }
 
     /// Tells `pid`'s agent which records are handled: up to the first one
@@ -524,7 +557,8 @@ impl Inject {
             payload,
             entry.as_deref(),
             names,
-            self.calls,
+            // The id a call_start of this call had too (see the JSON schema).
+            record.entry_tsc,
             rate,
             &self.options.decode,
         );
@@ -571,29 +605,38 @@ impl Companion for Inject {
         })
     }
 
-    fn poll(&mut self, report: &mut Report<'_>, exiting: Option<(u32, Option<u32>)>) {
+    fn poll(&mut self, report: &mut Report<'_>, horizon: Horizon, interleaved: bool) {
         let rate = self.tsc_rate();
         let pids: Vec<u32> = self.sessions.keys().copied().collect();
         let mut batches: HashMap<u32, Batch> =
             pids.iter().filter_map(|&pid| Some((pid, self.drain(pid)?))).collect();
-        if let Some((pid, thread)) = exiting {
-            // The exit event comes after the thread's (or process's) last
-            // call; a call that ended after that may have ended because of
-            // the exit (a wait for it), so it waits for the next poll.
-            let exiting = |r: &CallRecord| thread.map_or(true, |tid| r.thread_id == tid);
-            let in_batch = batches
-                .get(&pid)
-                .and_then(|b| b.iter().filter(|(r, _, _)| exiting(r)).map(|(r, _, _)| end_tsc(r)).max());
-            let before = self.sessions.get(&pid).and_then(|s| match thread {
-                Some(tid) => s.last_end.get(&tid).copied(),
-                None => s.last_end.values().copied().max(),
-            });
-            let cut = in_batch.max(before).unwrap_or(0);
-            for (other, batch) in &mut batches {
-                let held = batch.iter().position(|(r, _, _)| end_tsc(r) > cut).unwrap_or(batch.len());
-                if let Some(session) = self.sessions.get_mut(other) {
-                    session.pending = batch.split_off(held);
-                }
+        // Report the calls that ended up to `limit` (a TSC); hold the rest,
+        // in ring order, for the next poll.
+        let limit = match horizon {
+            Horizon::Everything => u64::MAX,
+            Horizon::Settled => match rate {
+                Some(rate) => read_tsc().saturating_sub((rate * SETTLE.as_secs_f64()) as u64),
+                None => u64::MAX,
+            },
+            Horizon::Exit { pid, thread } => {
+                // The exit event comes after the thread's (or process's) last
+                // call; a call that ended after that may have ended because
+                // of the exit (a wait for it), so it waits.
+                let exiting = |r: &CallRecord| thread.map_or(true, |tid| r.thread_id == tid);
+                let in_batch = batches
+                    .get(&pid)
+                    .and_then(|b| b.iter().filter(|(r, _, _)| exiting(r)).map(|(r, _, _)| end_tsc(r)).max());
+                let before = self.sessions.get(&pid).and_then(|s| match thread {
+                    Some(tid) => s.last_end.get(&tid).copied(),
+                    None => s.last_end.values().copied().max(),
+                });
+                in_batch.max(before).unwrap_or(0)
+            }
+        };
+        for (pid, batch) in &mut batches {
+            let held = batch.iter().position(|(r, _, _)| end_tsc(r) > limit).unwrap_or(batch.len());
+            if let Some(session) = self.sessions.get_mut(pid) {
+                session.pending = batch.split_off(held);
             }
         }
         for pid in pids {
@@ -604,12 +647,20 @@ impl Companion for Inject {
             }
             // Under -Z/-z a call is shown only once its result is known, so
             // it is never shown unfinished.
-            let mut in_flight =
-                if self.options.status == StatusFilter::All { self.in_flight(pid) } else { Vec::new() };
+            let mut in_flight = if self.options.status == StatusFilter::All {
+                self.in_flight(pid, interleaved)
+            } else {
+                Vec::new()
+            };
             // A call published but not yet out of the table is a record.
             in_flight.retain(|(f, _)| {
                 !batch.iter().any(|(r, _, _)| r.thread_id == f.thread_id && r.entry_tsc == f.entry_tsc)
             });
+            // A call held back is still in progress as far as the trace has
+            // shown (each thread's first; the others come after it).
+            if self.options.status == StatusFilter::All {
+                in_flight.extend(self.held_calls(pid));
+            }
             let spans: Vec<Span> = batch.iter().map(|(record, _, _)| record_span(record)).collect();
             if self.options.status == StatusFilter::All && self.sessions.len() > 1 {
                 // Another process's call in progress since before these
@@ -617,7 +668,7 @@ impl Companion for Inject {
                 let first = spans.iter().map(|s| s.return_tsc.unwrap_or(s.entry_tsc)).min().unwrap_or(0);
                 let others: Vec<u32> = self.sessions.keys().copied().filter(|&p| p != pid).collect();
                 for other in others {
-                    let mut calls = self.in_flight(other);
+                    let mut calls = self.in_flight(other, interleaved);
                     calls.retain(|(span, _)| span.entry_tsc < first);
                     calls.sort_by_key(|(span, _)| span.entry_tsc);
                     for (span, call) in calls {
@@ -661,16 +712,8 @@ impl Companion for Inject {
                     session.pending = batch;
                 }
             }
-            let mut in_flight = self.in_flight(pid);
-            let mut threads = HashSet::new();
-            let held: Vec<(Span, Call)> = self.sessions[&pid]
-                .pending
-                .iter()
-                .filter(|(r, _, _)| threads.insert(r.thread_id))
-                .map(|(r, p, _)| {
-                    (Span { return_tsc: None, ..record_span(r) }, self.call_start_of_record(pid, r, p))
-                })
-                .collect();
+            let mut in_flight = self.in_flight(pid, true);
+            let held = self.held_calls(pid);
             in_flight.extend(held);
             in_flight.sort_by_key(|(span, _)| span.entry_tsc);
             for (span, call) in in_flight {

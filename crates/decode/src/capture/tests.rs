@@ -97,6 +97,37 @@ fn decoding_the_capture_equals_decoding_the_memory_for_every_signature() {
     assert!(captured_bytes > 200_000, "{captured_bytes}");
 }
 
+/// The in-process engine captures a returning call twice: at entry without
+/// a result (the in-parameters) and at the return the out- and in-out
+/// parameters only. Its out-parameters decode from both captures (the
+/// return's over the entry's) as they decode from the memory.
+#[test]
+fn out_parameters_decode_from_the_return_capture_over_the_entry_capture() {
+    let mut compared = 0;
+    for sig in winstrace_signatures::all() {
+        let plan = capture_plan(sig.name).expect("every signature has a plan");
+        for seed in 0..8u64 {
+            let mem = Synthetic { seed: mix(seed + 101) };
+            let args: Vec<u64> = (0..17u64).map(|i| mem.quad(LOW + 0x1000 * (seed + 1) + 8 * i)).collect();
+            for result in [Some(0), Some(0xc000_0034), Some(0x8000_0005)] {
+                let opts = DecodeOptions { string_limit: 32, raw: false };
+                let mut entry = MemoryCapture::new(&mem, 1 << 22);
+                plan.capture(&args, None, &opts, &mut entry);
+                let mut outs = MemoryCapture::new(&mem, 1 << 22);
+                plan.capture_outs(&args, result, &opts, &mut outs);
+                let both: Vec<(u64, Vec<u8>)> = entry.pieces().iter().chain(outs.pieces()).cloned().collect();
+                let (live, _) = decode_call(sig.name, &args, result, &mem, &opts);
+                let (replay, _) = decode_call(sig.name, &args, result, &image_of(&both), &opts);
+                for (l, r) in live.iter().zip(&replay).filter(|(l, _)| l.out) {
+                    assert_eq!(l, r, "{}(seed {seed}, {result:?}): {}", sig.name, args_text(&replay));
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared > 5_000, "{compared}");
+}
+
 #[test]
 fn raw_mode_and_functions_without_a_signature_capture_nothing() {
     let mem = Synthetic { seed: 5 };
