@@ -180,7 +180,16 @@ pub fn call_from_record(
     }
     let (mut args, mut args_complete) =
         winstrace_decode::decode_call(&function, &record.args, status, &memory, opts);
-    if let Some(entry) = entry {
+    // When no memory is in both captures (the common case), every byte
+    // the decoding read came from the one capture that has it: the
+    // in-parameters' from the entry's. Only an overlap (an in-buffer that
+    // is also the out-buffer) needs the in-parameters decoded apart.
+    let overlap = entry.is_some_and(|entry| {
+        record::pieces(entry).any(|(a, x)| {
+            record::pieces(payload).any(|(b, y)| a < b + y.len() as u64 && b < a + x.len() as u64)
+        })
+    });
+    if let Some(entry) = entry.filter(|_| overlap) {
         let at_entry = record_memory(entry);
         let (entry_args, entry_complete) =
             winstrace_decode::decode_call(&function, &record.args, None, &at_entry, opts);
@@ -351,6 +360,12 @@ mod tests {
     /// an entry record) whose OBJECT_ATTRIBUTES at 0x1000 names `path`, as
     /// the agent captures it.
     fn probe_payload(path: &str, status: Option<u64>) -> Vec<u8> {
+        probe_payload_of(path, status, false)
+    }
+
+    /// [`probe_payload`], of the out-parameters only when `outs_only` (as
+    /// the agent captures a returning call's return).
+    fn probe_payload_of(path: &str, status: Option<u64>, outs_only: bool) -> Vec<u8> {
         use winstrace_agent::record::RecordWriter;
         use winstrace_decode::capture::{capture_plan, CaptureSink};
         // The OBJECT_ATTRIBUTES at 0x1000, its UNICODE_STRING at 0x1040 and
@@ -375,13 +390,13 @@ mod tests {
         };
         let mut buf = [0u8; 2048];
         let mut writer = RecordWriter::new(&mut buf, read).unwrap();
-        capture_plan("NtQueryAttributesFile").unwrap().capture(
-            &r.args,
-            status,
-            &DecodeOptions::default(),
-            &mut writer,
-        );
-        assert_eq!(writer.capture(0x1000, 1), 1);
+        let plan = capture_plan("NtQueryAttributesFile").unwrap();
+        if outs_only {
+            plan.capture_outs(&r.args, status, &DecodeOptions::default(), &mut writer);
+        } else {
+            plan.capture(&r.args, status, &DecodeOptions::default(), &mut writer);
+            assert_eq!(writer.capture(0x1000, 1), 1);
+        }
         writer.finish(&r).to_vec()
     }
 
@@ -412,6 +427,15 @@ mod tests {
         assert_eq!(call.result, CallResult::Returned(0xc000_0034));
         let without = call_from_record(&decoded, &payload, None, &names(), 1, None, &opts);
         assert!(winstrace_decode::args_text(&without.args).contains("changed.txt"));
+        // As the agent writes them: the return's record holds the
+        // out-parameters only, so no byte is in both.
+        let outs = probe_payload_of("\\??\\C:\\changed.txt", Some(0xc000_0034), true);
+        let decoded = CallRecord::decode(&outs).unwrap();
+        let call = call_from_record(&decoded, &outs, Some(&entry), &names(), 1, None, &opts);
+        assert_eq!(
+            winstrace_decode::args_text(&call.args),
+            r#"ObjectAttributes={Name="\\??\\C:\\given.txt"}, FileInformation=0x5000"#
+        );
     }
 
     #[test]
