@@ -788,9 +788,8 @@ const DLL_PROCESS_ATTACH: u32 = 1;
 /// allocates, changes page protections and reads this process's memory.
 #[no_mangle]
 pub extern "system" fn DllMain(_module: *mut c_void, reason: u32, _reserved: *mut c_void) -> i32 {
-    match reason {
-        DLL_PROCESS_ATTACH => attach_to_shared_mapping(),
-        _ => {}
+    if reason == DLL_PROCESS_ATTACH {
+        attach_to_shared_mapping();
     }
     1
 }
