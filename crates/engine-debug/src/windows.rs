@@ -486,20 +486,11 @@ impl Engine<'_> {
                 self.detach();
                 break;
             }
-            let event = wait_for_event(poll_ms)?;
-            // What the agents recorded comes before the event: a thread's
-            // record is written before the system call that raises it.
-            self.poll_companion_before(event.as_ref());
-            let Some(event) = event else { continue };
-            self.stats.debug_events += 1;
-            let next = self.dispatch(&event);
-            let status = match next {
-                Next::Continue(status) => status,
-                Next::Exit(_) => DBG_CONTINUE,
+            let Some(event) = wait_for_event(poll_ms)? else {
+                self.poll_companion();
+                continue;
             };
-            // SAFETY: continues the event we just received.
-            unsafe { ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status) };
-            if let Next::Exit(code) = next {
+            if let Next::Exit(code) = self.handle_event(&event) {
                 exit_code = Some(code);
                 break;
             }
@@ -510,6 +501,22 @@ impl Engine<'_> {
             self.stats.lost_records = lost;
         }
         Ok(Outcome { exit_code, stats: self.stats })
+    }
+
+    /// Handles one debug event and continues it: what the agents recorded
+    /// first (a thread's record is written before the system call that
+    /// raises the event), then the event itself.
+    fn handle_event(&mut self, event: &DEBUG_EVENT) -> Next {
+        self.poll_companion_before(Some(event));
+        self.stats.debug_events += 1;
+        let next = self.dispatch(event);
+        let status = match next {
+            Next::Continue(status) => status,
+            Next::Exit(_) => DBG_CONTINUE,
+        };
+        // SAFETY: continues the event we just received.
+        unsafe { ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status) };
+        next
     }
 
     /// Reports what the agents recorded (nothing without a companion).
@@ -1008,32 +1015,17 @@ impl Engine<'_> {
         let routine = injection.routine;
         let mut own_thread = None;
         let started = if attached {
-            let mut tid = 0u32;
-            // SAFETY: `routine` is the loader routine just written into the
-            // target; it takes one (ignored) pointer argument.
-            let handle = unsafe {
-                CreateRemoteThread(
-                    process,
-                    std::ptr::null(),
-                    0,
-                    Some(std::mem::transmute::<usize, unsafe extern "system" fn(*mut c_void) -> u32>(
-                        routine as usize,
-                    )),
-                    std::ptr::null(),
-                    0,
-                    &mut tid,
-                )
-            };
-            if !handle.is_null() {
+            if let Some((handle, tid)) = start_thread_at(process, routine) {
                 own_thread = Some(tid);
                 // SAFETY: our handle to the thread just created.
                 unsafe { CloseHandle(handle) };
             }
-            !handle.is_null()
+            own_thread.is_some()
         } else {
-            // SAFETY: as above; an APC routine takes one pointer-sized
-            // argument. The thread handle of a create-process event allows
-            // THREAD_SET_CONTEXT, which QueueUserAPC needs.
+            // SAFETY: `routine` is the loader routine just written into the
+            // target; an APC routine takes one pointer-sized argument,
+            // which it ignores. The thread handle of a create-process event
+            // allows THREAD_SET_CONTEXT, which QueueUserAPC needs.
             unsafe {
                 QueueUserAPC(
                     Some(std::mem::transmute::<usize, unsafe extern "system" fn(usize)>(routine as usize)),
@@ -1117,42 +1109,20 @@ impl Engine<'_> {
             if p.agent.as_ref().map(|a| a.state) != Some(AgentLoad::Loaded) {
                 continue;
             }
+            // The agent published the address of its detach routine in its
+            // own process: at worst a hostile target runs its own code.
             let Some(routine) = companion.detach_routine(*pid) else { continue };
-            let mut tid = 0u32;
-            // SAFETY: the agent published the address of its detach routine,
-            // `extern "system" fn(*mut c_void) -> u32`, in its own process;
-            // at worst a hostile target runs its own code.
-            let handle = unsafe {
-                CreateRemoteThread(
-                    p.handle,
-                    std::ptr::null(),
-                    0,
-                    Some(std::mem::transmute::<usize, unsafe extern "system" fn(*mut c_void) -> u32>(
-                        routine as usize,
-                    )),
-                    std::ptr::null(),
-                    0,
-                    &mut tid,
-                )
-            };
-            if handle.is_null() {
+            let Some((handle, tid)) = start_thread_at(p.handle, routine) else {
                 eprintln!("winstrace: process {pid}: cannot run the agent's detach routine");
                 continue;
-            }
+            };
             p.own_threads.insert(tid);
             running.push(handle);
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(AGENT_DETACH_MS);
         while !running.is_empty() && std::time::Instant::now() < deadline {
             if let Ok(Some(event)) = wait_for_event(COMPANION_POLL_MS) {
-                self.poll_companion_before(Some(&event));
-                self.stats.debug_events += 1;
-                let status = match self.dispatch(&event) {
-                    Next::Continue(status) => status,
-                    Next::Exit(_) => DBG_CONTINUE,
-                };
-                // SAFETY: continues the event we just received.
-                unsafe { ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status) };
+                self.handle_event(&event);
             }
             running.retain(|&thread| {
                 // SAFETY: our thread handles; a zero timeout only polls.
@@ -1171,14 +1141,7 @@ impl Engine<'_> {
     /// then detaches from every process.
     fn drain_and_detach(&mut self) {
         while let Ok(Some(event)) = wait_for_event(DRAIN_MS) {
-            self.poll_companion_before(Some(&event));
-            self.stats.debug_events += 1;
-            let status = match self.dispatch(&event) {
-                Next::Continue(status) => status,
-                Next::Exit(_) => DBG_CONTINUE,
-            };
-            // SAFETY: continues the event we just received.
-            unsafe { ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status) };
+            self.handle_event(&event);
         }
         self.poll_companion_to(Horizon::Everything);
         let pids: Vec<u32> = self.processes.keys().copied().collect();
@@ -1238,6 +1201,28 @@ fn name_handles_in(namer: &mut HandleNamer, process: HANDLE, pid: u32, value: &m
         }
         _ => {}
     }
+}
+
+/// Starts a thread of `process` at `routine`, a routine in it that takes
+/// one (ignored) pointer argument; its handle and id.
+fn start_thread_at(process: HANDLE, routine: u64) -> Option<(HANDLE, u32)> {
+    let mut tid = 0u32;
+    // SAFETY: the thread runs code of the target's (the caller vouches for
+    // what it is), with a null argument; `tid` is a valid out-pointer.
+    let handle = unsafe {
+        CreateRemoteThread(
+            process,
+            std::ptr::null(),
+            0,
+            Some(std::mem::transmute::<usize, unsafe extern "system" fn(*mut c_void) -> u32>(
+                routine as usize,
+            )),
+            std::ptr::null(),
+            0,
+            &mut tid,
+        )
+    };
+    (!handle.is_null()).then_some((handle, tid))
 }
 
 /// Writes each stub's patch (`patched`) or its original bytes back.

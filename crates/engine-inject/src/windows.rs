@@ -316,7 +316,6 @@ pub struct Inject {
     sessions: HashMap<u32, Session>,
     lookups: Option<HandleNamer>,
     user_sid: Option<String>,
-    calls: u64,
     hooked_functions: u64,
     /// Records lost by the rings of processes already gone.
     lost_records: u64,
@@ -341,7 +340,6 @@ impl Inject {
             sessions: HashMap::new(),
             lookups,
             user_sid,
-            calls: 0,
             hooked_functions: 0,
             lost_records: 0,
             tsc0: read_tsc(),
@@ -551,7 +549,6 @@ impl Inject {
         let entry = session.entries.remove(&key);
         session.last_end.insert(record.thread_id, end_tsc(record));
         let names = session.names.as_deref().unwrap_or(&[]);
-        self.calls += 1;
         let mut call = call_from_record(
             record,
             payload,
