@@ -1,5 +1,6 @@
-//! The Windows half: launching suspended, the shared mapping, the early-bird
-//! injection and the reading loop.
+//! The Windows half: the shared mapping, the loader routine written into
+//! the target, and the companion that reads and orders the agents' records
+//! for the debug loop.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
