@@ -25,6 +25,7 @@
 //! checks length, version, flags and every piece, and never panics.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 use winstrace_decode::capture::{copy_from_pieces, held_in, CaptureSink};
 
@@ -193,8 +194,14 @@ pub fn pieces(record: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
 /// a capture plan asks for goes in as pieces, read by `read` (which copies
 /// the readable start of a range and says how many bytes it copied), then
 /// [`finish`](Self::finish) writes the header. Allocates nothing.
+///
+/// The buffer may start uninitialised: the agent builds two records per
+/// call in an 8 KiB buffer, and zeroing it whole each time was a visible
+/// share of a call's cost. The writer initialises the header and each
+/// piece as it goes, and only ever reads what it has written.
 pub struct RecordWriter<'b, R: FnMut(u64, &mut [u8]) -> usize> {
-    buf: &'b mut [u8],
+    buf: &'b mut [MaybeUninit<u8>],
+    /// Bytes written: `buf[..len]` is initialised.
     len: usize,
     read: R,
     full: bool,
@@ -202,23 +209,54 @@ pub struct RecordWriter<'b, R: FnMut(u64, &mut [u8]) -> usize> {
 
 impl<'b, R: FnMut(u64, &mut [u8]) -> usize> RecordWriter<'b, R> {
     /// A writer over `buf`, which must hold at least a header.
-    pub fn new(buf: &'b mut [u8], read: R) -> Option<RecordWriter<'b, R>> {
-        (buf.len() >= HEADER_BYTES).then_some(RecordWriter { buf, len: HEADER_BYTES, read, full: false })
+    pub fn new(buf: &'b mut [MaybeUninit<u8>], read: R) -> Option<RecordWriter<'b, R>> {
+        if buf.len() < HEADER_BYTES {
+            return None;
+        }
+        let mut writer = RecordWriter { buf, len: 0, read, full: false };
+        writer.zero(HEADER_BYTES);
+        Some(writer)
+    }
+
+    /// Appends `n` zero bytes.
+    fn zero(&mut self, n: usize) {
+        for byte in &mut self.buf[self.len..self.len + n] {
+            byte.write(0);
+        }
+        self.len += n;
+    }
+
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]) {
+        for (slot, &byte) in self.buf[self.len..self.len + bytes.len()].iter_mut().zip(bytes) {
+            slot.write(byte);
+        }
+        self.len += bytes.len();
+    }
+
+    /// The bytes written so far.
+    fn written(&self) -> &[u8] {
+        // SAFETY: `buf[..len]` has been written (`new`, `zero`, `put`,
+        // `capture`), and `MaybeUninit<u8>` has the layout of `u8`.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), self.len) }
     }
 
     /// Writes the header of `call` (with the capture-full flag if the
     /// pieces did not all fit) and returns the whole record.
     pub fn finish(self, call: &CallRecord) -> &'b [u8] {
         let call = CallRecord { capture_full: self.full, ..*call };
-        let header: &mut [u8; HEADER_BYTES] =
-            (&mut self.buf[..HEADER_BYTES]).try_into().expect("checked in new");
+        let len = self.len;
+        // SAFETY: as in `written`; the reference takes over the writer's
+        // borrow of the buffer for `'b`.
+        let record = unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), len) };
+        let header: &mut [u8; HEADER_BYTES] = (&mut record[..HEADER_BYTES]).try_into().expect("checked in new");
         call.encode_header(header);
-        &self.buf[..self.len]
+        record
     }
 
     /// How many bytes from `address` on the pieces so far hold.
     fn held(&self, address: u64) -> usize {
-        held_in(pieces(&self.buf[..self.len]), address)
+        held_in(pieces(self.written()), address)
     }
 }
 
@@ -237,21 +275,29 @@ impl<R: FnMut(u64, &mut [u8]) -> usize> CaptureSink for RecordWriter<'_, R> {
             return held;
         }
         let data = self.len + PIECE_HEADER_BYTES;
-        let got = (self.read)(address, &mut self.buf[data..data + want]).min(want);
+        // Only the bytes the read may fill are zeroed first, not the buffer.
+        let target = &mut self.buf[data..data + want];
+        for byte in target.iter_mut() {
+            byte.write(0);
+        }
+        // SAFETY: just initialised, and `MaybeUninit<u8>` has the layout
+        // of `u8`.
+        let target = unsafe { std::slice::from_raw_parts_mut(target.as_mut_ptr().cast::<u8>(), want) };
+        let got = (self.read)(address, target).min(want);
         if got <= held {
             return held;
         }
-        self.buf[self.len..self.len + 8].copy_from_slice(&address.to_le_bytes());
-        self.buf[self.len + 8..self.len + 12].copy_from_slice(&(got as u32).to_le_bytes());
-        self.buf[self.len + 12..data].fill(0);
-        let end = self.len + piece_bytes(got);
-        self.buf[data + got..end].fill(0);
-        self.len = end;
+        self.put(&address.to_le_bytes());
+        self.put(&(got as u32).to_le_bytes());
+        self.zero(4);
+        // The piece's bytes are in place; pad them to a multiple of 8.
+        self.len += got;
+        self.zero(piece_bytes(got) - PIECE_HEADER_BYTES - got);
         got
     }
 
     fn read_captured(&self, address: u64, buf: &mut [u8]) -> bool {
-        copy_from_pieces(pieces(&self.buf[..self.len]), address, buf)
+        copy_from_pieces(pieces(self.written()), address, buf)
     }
 }
 
@@ -319,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_writer_captures_pieces_once_and_stops_at_unreadable_memory() {
-        let mut buf = [0xeeu8; 512];
+        let mut buf = [MaybeUninit::new(0xeeu8); 512];
         let mut w = RecordWriter::new(&mut buf, fake_read).unwrap();
         assert_eq!(w.capture(0x1010, 5), 5);
         assert_eq!(w.capture(0x1011, 3), 3, "held already");
@@ -342,14 +388,14 @@ mod tests {
 
     #[test]
     fn a_full_writer_says_so() {
-        let mut buf = [0u8; HEADER_BYTES + 40];
+        let mut buf = [MaybeUninit::uninit(); HEADER_BYTES + 40];
         let mut w = RecordWriter::new(&mut buf, fake_read).unwrap();
         assert_eq!(w.capture(0x1000, 100), 24);
         assert_eq!(w.capture(0x1100, 1), 0);
         let record = w.finish(&sample());
         assert_eq!(record.len(), HEADER_BYTES + 40);
         assert!(CallRecord::decode(record).unwrap().capture_full);
-        assert!(RecordWriter::new(&mut [0u8; 10], fake_read).is_none());
+        assert!(RecordWriter::new(&mut [MaybeUninit::uninit(); 10], fake_read).is_none());
     }
 
     #[test]

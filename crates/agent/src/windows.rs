@@ -3,6 +3,7 @@
 
 use std::ffi::c_void;
 use std::hint::spin_loop;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -233,7 +234,8 @@ fn record_call(frame: *const u8, no_return: u64) {
         return_tsc: if entry { 0 } else { f.return_tsc },
         args: f.args,
     };
-    let mut buffer = [0u8; RECORD_BUFFER];
+    // Not zeroed: the writer initialises what it writes (see RecordWriter).
+    let mut buffer = [MaybeUninit::<u8>::uninit(); RECORD_BUFFER];
     let Some(mut writer) = RecordWriter::new(&mut buffer, probe_read) else { return };
     if let Some(plan) = state.plans.get(function).copied().flatten() {
         // The memory the tracer's decoders will read, as they will read it:

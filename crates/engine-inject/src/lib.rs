@@ -388,7 +388,7 @@ mod tests {
             return_tsc: status.map_or(0, |_| 3_000),
             ..record(1, status.unwrap_or(0), &[0x1000, 0x5000])
         };
-        let mut buf = [0u8; 2048];
+        let mut buf = [std::mem::MaybeUninit::uninit(); 2048];
         let mut writer = RecordWriter::new(&mut buf, read).unwrap();
         let plan = capture_plan("NtQueryAttributesFile").unwrap();
         if outs_only {

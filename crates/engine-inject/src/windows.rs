@@ -2,7 +2,7 @@
 //! the target, and the companion that reads and orders the agents' records
 //! for the debug loop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::c_void;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -280,11 +280,16 @@ struct Session {
     handles: HandleTracker,
     /// Calls shown `<unfinished ...>`: (thread, entry TSC).
     announced: HashSet<(u32, u64)>,
-    /// Records read but held back for the next poll (see `Inject::poll`).
-    pending: Batch,
+    /// Records read and not reported yet, in ring order: those read since
+    /// the last poll and those held back then (see `Inject::poll`). A
+    /// queue, so that reporting the settled front moves only those.
+    pending: VecDeque<Drained>,
     /// Per thread, when its last reported call ended.
     last_end: HashMap<u32, u64>,
-    /// Entry records of calls not returned yet: (thread, entry TSC) to payload.
+    /// Entry records of calls whose return record has not been read yet:
+    /// (thread, entry TSC) to payload. A return record takes its entry out
+    /// as it is read, so this holds the calls in progress, about one per
+    /// thread, however many records wait to be reported.
     entries: HashMap<(u32, u64), Vec<u8>>,
 }
 
@@ -300,7 +305,7 @@ impl Session {
             names: None,
             handles: HandleTracker::new(),
             announced: HashSet::new(),
-            pending: Vec::new(),
+            pending: VecDeque::new(),
             last_end: HashMap::new(),
             entries: HashMap::new(),
         })
@@ -355,9 +360,38 @@ impl Inject {
     }
 }
 
-/// Records read from the ring: each one's parsed header, its payload and
-/// its position in the ring.
-type Batch = Vec<(CallRecord, Vec<u8>, u64)>;
+/// A call record read from the ring and not yet reported.
+struct Drained {
+    record: CallRecord,
+    payload: Vec<u8>,
+    /// The payload of the call's entry record, if it wrote one.
+    entry: Option<Vec<u8>>,
+    /// Where the record is in the ring.
+    position: u64,
+}
+
+impl Drained {
+    /// The memory the call's in-parameters pointed to at call time: its
+    /// entry record's, or the record's own for a call that wrote none.
+    fn in_memory(&self) -> &[u8] {
+        self.entry.as_deref().unwrap_or(&self.payload)
+    }
+}
+
+
+/// The first of each thread's records in `pending`. Run on every poll over
+/// the ~20 ms of records waiting to settle, so it does not hash: a traced
+/// process has few threads, and they are compared in a short list.
+fn first_per_thread(pending: &VecDeque<Drained>) -> impl Iterator<Item = &Drained> {
+    let mut threads: Vec<u32> = Vec::new();
+    pending.iter().filter(move |d| {
+        let new = !threads.contains(&d.record.thread_id);
+        if new {
+            threads.push(d.record.thread_id);
+        }
+        new
+    })
+}
 
 /// When a call ended: its return, or its entry for one that does not return.
 fn end_tsc(record: &CallRecord) -> u64 {
@@ -377,26 +411,33 @@ fn record_span(record: &CallRecord) -> Span {
 }
 
 impl Inject {
-    /// Every call record of process `pid` not yet reported (those held back
-    /// last time first); none until its agent has attached.
-    fn drain(&mut self, pid: u32) -> Option<Batch> {
-        let session = self.sessions.get_mut(&pid)?;
+    /// Reads process `pid`'s ring into its `pending` queue; false until its
+    /// agent has attached.
+    fn drain(&mut self, pid: u32) -> bool {
+        let Some(session) = self.sessions.get_mut(&pid) else { return false };
         if session.names.is_none() {
             match mapping::read_agent_state(session.shared.region, &session.shared.layout) {
                 AgentState::Attached(list) => {
                     self.hooked_functions = self.hooked_functions.max(list.len() as u64);
                     session.names = Some(list.into_iter().map(Arc::from).collect());
                 }
-                _ => return None,
+                _ => return false,
             }
         }
-        let mut batch = std::mem::take(&mut session.pending);
         loop {
             match session.reader.next() {
                 Ok(Some(rec)) => {
                     let Ok(record) = CallRecord::decode(rec.payload) else { continue };
                     match rec.kind {
-                        RECORD_KIND_CALL => batch.push((record, rec.payload.to_vec(), rec.position)),
+                        RECORD_KIND_CALL => {
+                            let entry = session.entries.remove(&(record.thread_id, record.entry_tsc));
+                            session.pending.push_back(Drained {
+                                record,
+                                payload: rec.payload.to_vec(),
+                                entry,
+                                position: rec.position,
+                            });
+                        }
                         // Kept until the call's return record comes (a
                         // thread's entry records pile up only if it never
                         // returns from its call, and then there is one).
@@ -419,7 +460,7 @@ impl Inject {
                 }
             }
         }
-        Some(batch)
+        true
     }
 
     /// The calls in flight in `pid`, decoded as `<unfinished ...>`: those
@@ -437,8 +478,9 @@ impl Inject {
         // A thread with a record held back is already past it: its current
         // call comes after that record. A call reported already may still
         // be about to leave the table.
+        let held: Vec<u32> = first_per_thread(&session.pending).map(|d| d.record.thread_id).collect();
         let skip = |span: &Span, function: &str| {
-            session.pending.iter().any(|(r, _, _)| r.thread_id == span.thread_id)
+            held.contains(&span.thread_id)
                 || session.last_end.get(&span.thread_id).is_some_and(|&end| end >= span.entry_tsc)
                 || session.announced.contains(&(span.thread_id, span.entry_tsc))
                 || !self.options.trace.matches(function)
@@ -488,11 +530,11 @@ impl Inject {
         out
     }
 
-    fn call_start_of_record(&self, pid: u32, record: &CallRecord, payload: &[u8]) -> Call {
-        let session = self.sessions.get(&pid);
-        let names = session.and_then(|s| s.names.as_deref()).unwrap_or(&[]);
-        let entry = session.and_then(|s| s.entries.get(&(record.thread_id, record.entry_tsc)));
-        let memory = record_memory(entry.map_or(payload, Vec::as_slice));
+    /// A read record's call as it started (for `<unfinished ...>`).
+    fn call_start_of(&self, pid: u32, drained: &Drained) -> Call {
+        let names = self.sessions.get(&pid).and_then(|s| s.names.as_deref()).unwrap_or(&[]);
+        let record = &drained.record;
+        let memory = record_memory(drained.in_memory());
         call_start(
             function_name(names, record.function),
             &record.args,
@@ -505,14 +547,8 @@ impl Inject {
     /// The first call each thread of `pid` has held back, as in progress.
     fn held_calls(&self, pid: u32) -> Vec<(Span, Call)> {
         let Some(session) = self.sessions.get(&pid) else { return Vec::new() };
-        let mut threads = HashSet::new();
-        session
-            .pending
-            .iter()
-            .filter(|(r, _, _)| threads.insert(r.thread_id))
-            .map(|(r, p, _)| {
-                (Span { return_tsc: None, ..record_span(r) }, self.call_start_of_record(pid, r, p))
-            })
+        first_per_thread(&session.pending)
+            .map(|d| (Span { return_tsc: None, ..record_span(&d.record) }, self.call_start_of(pid, d)))
             .collect()
     }
 
@@ -520,7 +556,7 @@ impl Inject {
     /// held back, or all that were read.
     fn acknowledge(&self, pid: u32) {
         if let Some(session) = self.sessions.get(&pid) {
-            let handled = session.pending.first().map_or(session.ring.read_position(), |(_, _, at)| *at);
+            let handled = session.pending.front().map_or(session.ring.read_position(), |d| d.position);
             mapping::acknowledge_processed(session.shared.region, handled);
         }
     }
@@ -539,21 +575,20 @@ impl Inject {
     fn report_record(
         &mut self,
         pid: u32,
-        record: &CallRecord,
-        payload: &[u8],
+        drained: &Drained,
         rate: Option<f64>,
         report: &mut Report<'_>,
     ) {
         let Some(session) = self.sessions.get_mut(&pid) else { return };
-        let key = (record.thread_id, record.entry_tsc);
-        let resumed = session.announced.remove(&key);
-        let entry = session.entries.remove(&key);
+        let record = &drained.record;
+        let resumed = !session.announced.is_empty()
+            && session.announced.remove(&(record.thread_id, record.entry_tsc));
         session.last_end.insert(record.thread_id, end_tsc(record));
         let names = session.names.as_deref().unwrap_or(&[]);
         let mut call = call_from_record(
             record,
-            payload,
-            entry.as_deref(),
+            &drained.payload,
+            drained.entry.as_deref(),
             names,
             // The id a call_start of this call had too (see the JSON schema).
             record.entry_tsc,
@@ -606,8 +641,7 @@ impl Companion for Inject {
     fn poll(&mut self, report: &mut Report<'_>, horizon: Horizon, interleaved: bool) {
         let rate = self.tsc_rate();
         let pids: Vec<u32> = self.sessions.keys().copied().collect();
-        let mut batches: HashMap<u32, Batch> =
-            pids.iter().filter_map(|&pid| Some((pid, self.drain(pid)?))).collect();
+        let attached: Vec<u32> = pids.iter().copied().filter(|&pid| self.drain(pid)).collect();
         // Report the calls that ended up to `limit` (a TSC); hold the rest,
         // in ring order, for the next poll.
         let limit = match horizon {
@@ -621,23 +655,26 @@ impl Companion for Inject {
                 // call; a call that ended after that may have ended because
                 // of the exit (a wait for it), so it waits.
                 let exiting = |r: &CallRecord| thread.map_or(true, |tid| r.thread_id == tid);
-                let in_batch = batches
-                    .get(&pid)
-                    .and_then(|b| b.iter().filter(|(r, _, _)| exiting(r)).map(|(r, _, _)| end_tsc(r)).max());
-                let before = self.sessions.get(&pid).and_then(|s| match thread {
+                let session = self.sessions.get(&pid);
+                let read = session.and_then(|s| {
+                    s.pending.iter().map(|d| &d.record).filter(|r| exiting(r)).map(end_tsc).max()
+                });
+                let before = session.and_then(|s| match thread {
                     Some(tid) => s.last_end.get(&tid).copied(),
                     None => s.last_end.values().copied().max(),
                 });
-                in_batch.max(before).unwrap_or(0)
+                read.max(before).unwrap_or(0)
             }
         };
-        for (pid, batch) in &mut batches {
-            let held = batch.iter().position(|(r, _, _)| end_tsc(r) > limit).unwrap_or(batch.len());
-            if let Some(session) = self.sessions.get_mut(pid) {
-                session.pending = batch.split_off(held);
+        let mut batches: HashMap<u32, Vec<Drained>> = HashMap::new();
+        for &pid in &attached {
+            if let Some(session) = self.sessions.get_mut(&pid) {
+                let pending = &mut session.pending;
+                let settled = pending.iter().position(|d| end_tsc(&d.record) > limit).unwrap_or(pending.len());
+                batches.insert(pid, pending.drain(..settled).collect());
             }
         }
-        for pid in pids {
+        for pid in attached {
             let Some(batch) = batches.remove(&pid) else { continue };
             if batch.is_empty() {
                 self.acknowledge(pid);
@@ -652,14 +689,14 @@ impl Companion for Inject {
             };
             // A call published but not yet out of the table is a record.
             in_flight.retain(|(f, _)| {
-                !batch.iter().any(|(r, _, _)| r.thread_id == f.thread_id && r.entry_tsc == f.entry_tsc)
+                !batch.iter().any(|d| d.record.thread_id == f.thread_id && d.record.entry_tsc == f.entry_tsc)
             });
             // A call held back is still in progress as far as the trace has
             // shown (each thread's first; the others come after it).
             if self.options.status == StatusFilter::All {
                 in_flight.extend(self.held_calls(pid));
             }
-            let spans: Vec<Span> = batch.iter().map(|(record, _, _)| record_span(record)).collect();
+            let spans: Vec<Span> = batch.iter().map(|d| record_span(&d.record)).collect();
             if self.options.status == StatusFilter::All && self.sessions.len() > 1 {
                 // Another process's call in progress since before these
                 // returned is interrupted by their lines too.
@@ -680,17 +717,16 @@ impl Companion for Inject {
             } else {
                 vec![Vec::new(); batch.len()]
             };
-            for ((record, payload, _), announce) in batch.iter().zip(before) {
+            for (drained, announce) in batch.iter().zip(before) {
                 for c in announce {
                     let (span, call) = if c < batch.len() {
-                        let (r, p, _) = &batch[c];
-                        (spans[c], self.call_start_of_record(pid, r, p))
+                        (spans[c], self.call_start_of(pid, &batch[c]))
                     } else {
                         in_flight[c - batch.len()].clone()
                     };
                     self.announce(pid, span, call, report);
                 }
-                self.report_record(pid, record, payload, rate, report);
+                self.report_record(pid, drained, rate, report);
             }
             self.acknowledge(pid);
         }
@@ -705,11 +741,7 @@ impl Companion for Inject {
             // Calls published since the last poll ended at a time unknown
             // against the event's: each thread's first is shown in
             // progress, and all are reported after the event.
-            if let Some(batch) = self.drain(pid) {
-                if let Some(session) = self.sessions.get_mut(&pid) {
-                    session.pending = batch;
-                }
-            }
+            self.drain(pid);
             let mut in_flight = self.in_flight(pid, true);
             let held = self.held_calls(pid);
             in_flight.extend(held);
