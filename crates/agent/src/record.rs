@@ -205,7 +205,17 @@ pub struct RecordWriter<'b, R: FnMut(u64, &mut [u8]) -> usize> {
     len: usize,
     read: R,
     full: bool,
+    /// The first pieces, as (address, offset of their bytes, length): the
+    /// capture walk looks into them several times per record, and this
+    /// spares it parsing the pieces again each time.
+    index: [(u64, u32, u32); INDEXED_PIECES],
+    /// Pieces written (those past [`INDEXED_PIECES`] are not indexed).
+    pieces: usize,
 }
+
+/// Pieces a [`RecordWriter`] indexes; a record with more is searched by
+/// parsing its pieces.
+const INDEXED_PIECES: usize = 16;
 
 impl<'b, R: FnMut(u64, &mut [u8]) -> usize> RecordWriter<'b, R> {
     /// A writer over `buf`, which must hold at least a header.
@@ -213,7 +223,8 @@ impl<'b, R: FnMut(u64, &mut [u8]) -> usize> RecordWriter<'b, R> {
         if buf.len() < HEADER_BYTES {
             return None;
         }
-        let mut writer = RecordWriter { buf, len: 0, read, full: false };
+        let mut writer =
+            RecordWriter { buf, len: 0, read, full: false, index: [(0, 0, 0); INDEXED_PIECES], pieces: 0 };
         writer.zero(HEADER_BYTES);
         Some(writer)
     }
@@ -254,9 +265,21 @@ impl<'b, R: FnMut(u64, &mut [u8]) -> usize> RecordWriter<'b, R> {
         record
     }
 
+    /// The pieces written so far, from the index.
+    fn indexed(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let written = self.written();
+        self.index[..self.pieces.min(INDEXED_PIECES)]
+            .iter()
+            .map(move |&(address, at, len)| (address, &written[at as usize..at as usize + len as usize]))
+    }
+
     /// How many bytes from `address` on the pieces so far hold.
     fn held(&self, address: u64) -> usize {
-        held_in(pieces(self.written()), address)
+        if self.pieces <= INDEXED_PIECES {
+            held_in(self.indexed(), address)
+        } else {
+            held_in(pieces(self.written()), address)
+        }
     }
 }
 
@@ -291,13 +314,21 @@ impl<R: FnMut(u64, &mut [u8]) -> usize> CaptureSink for RecordWriter<'_, R> {
         self.put(&(got as u32).to_le_bytes());
         self.zero(4);
         // The piece's bytes are in place; pad them to a multiple of 8.
+        if let Some(entry) = self.index.get_mut(self.pieces) {
+            *entry = (address, data as u32, got as u32);
+        }
+        self.pieces += 1;
         self.len += got;
         self.zero(piece_bytes(got) - PIECE_HEADER_BYTES - got);
         got
     }
 
     fn read_captured(&self, address: u64, buf: &mut [u8]) -> bool {
-        copy_from_pieces(pieces(self.written()), address, buf)
+        if self.pieces <= INDEXED_PIECES {
+            copy_from_pieces(self.indexed(), address, buf)
+        } else {
+            copy_from_pieces(pieces(self.written()), address, buf)
+        }
     }
 }
 
@@ -384,6 +415,26 @@ mod tests {
             got,
             vec![(0x1010, vec![0x10, 0x11, 0x12, 0x13, 0x14]), (0x1ffc, vec![0xfc, 0xfd, 0xfe, 0xff])]
         );
+    }
+
+    #[test]
+    fn pieces_past_the_index_are_found_too() {
+        let mut buf = [MaybeUninit::uninit(); 2048];
+        let mut w = RecordWriter::new(&mut buf, fake_read).unwrap();
+        let count = INDEXED_PIECES as u64 + 4;
+        for i in 0..count {
+            assert_eq!(w.capture(0x1000 + 0x20 * i, 4), 4);
+        }
+        for i in [0, INDEXED_PIECES as u64 - 1, INDEXED_PIECES as u64, count - 1] {
+            let at = 0x1000 + 0x20 * i;
+            assert_eq!(w.capture(at + 1, 3), 3, "piece {i} held already");
+            let mut b = [0u8; 2];
+            assert!(w.read_captured(at + 2, &mut b), "piece {i}");
+            assert_eq!(b, [(at + 2) as u8, (at + 3) as u8]);
+            assert!(!w.read_captured(at + 3, &mut b), "piece {i} ends at 4 bytes");
+        }
+        let record = w.finish(&sample());
+        assert_eq!(pieces(record).count() as u64, count);
     }
 
     #[test]

@@ -67,7 +67,8 @@ struct State {
     ring: RingRef<'static>,
     /// The in-flight table the return routine keeps (for the tracer).
     in_flight: u64,
-    /// Stub-copy addresses, increasing: a frame's copy gives the function.
+    /// Per function: its stub copy's address (a frame's index and copy
+    /// must agree).
     copies: Vec<u64>,
     names: Vec<String>,
     /// Per function (same index): what of its memory to capture.
@@ -216,7 +217,12 @@ fn record_call(frame: *const u8, no_return: u64) {
     // frame they have just filled on this thread's stack.
     let bytes = unsafe { std::ptr::read(frame as *const [u8; FRAME_SIZE]) };
     let f = Frame::parse(&bytes);
-    let Ok(function) = state.copies.binary_search(&f.stub_copy) else { return };
+    // The thunk put its stub's index in the frame; the copy it jumped to
+    // must agree (a frame is only ever written by our routines).
+    let function = f.index as usize;
+    if state.copies.get(function) != Some(&f.stub_copy) {
+        return;
+    }
     let recorded = state.recorded.get(function).copied().unwrap_or(true);
     let entry = no_return == inline::ENTRY;
     if entry && (state.decode.raw || !recorded) {
