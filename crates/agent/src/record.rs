@@ -260,7 +260,8 @@ impl<'b, R: FnMut(u64, &mut [u8]) -> usize> RecordWriter<'b, R> {
         // SAFETY: as in `written`; the reference takes over the writer's
         // borrow of the buffer for `'b`.
         let record = unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), len) };
-        let header: &mut [u8; HEADER_BYTES] = (&mut record[..HEADER_BYTES]).try_into().expect("checked in new");
+        let header: &mut [u8; HEADER_BYTES] =
+            (&mut record[..HEADER_BYTES]).try_into().expect("checked in new");
         call.encode_header(header);
         record
     }

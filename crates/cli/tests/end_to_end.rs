@@ -241,6 +241,26 @@ fn help_and_version() {
 }
 
 #[test]
+fn a_launched_program_gets_the_normal_heap_unless_the_user_chose() {
+    // Started under a debugger, a Windows program gets the debug heap
+    // unless _NO_DEBUG_HEAP is set in its environment: winstrace sets it.
+    let run = trace_testprog(&["env", "_NO_DEBUG_HEAP"]);
+    assert_eq!(run.stdout, "_NO_DEBUG_HEAP=1\n", "{run:?}");
+    // A value the user set is passed on as it is.
+    let trace = temp_path("heap-trace.txt");
+    let out = Command::new(WINSTRACE)
+        .env("_NO_DEBUG_HEAP", "0")
+        .arg("-o")
+        .arg(&trace)
+        .args([TESTPROG, "env", "_NO_DEBUG_HEAP"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running winstrace");
+    let _ = std::fs::remove_file(&trace);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "_NO_DEBUG_HEAP=0\n", "{out:?}");
+}
+
+#[test]
 fn program_not_found_is_a_one_line_error() {
     let (code, stdout, stderr) = winstrace_plain(&["wst-no-such-program.exe", "x"]);
     assert_eq!(code, 1);

@@ -407,25 +407,39 @@ enum Next {
     Exit(u32),
 }
 
+/// The environment variable that keeps a process started under a debugger
+/// on the normal heap.
+const NO_DEBUG_HEAP: &str = "_NO_DEBUG_HEAP";
+
 impl Engine<'_> {
     fn launch(&mut self, program: &str, args: &[String], follow_children: bool) -> Result<(), EngineError> {
         // std's Command resolves the program on PATH, quotes arguments as
         // the MSVC runtime expects and passes our standard handles on, so
         // the target's output reaches the same place as ours.
-        let child = Command::new(program)
-            .args(args)
-            .creation_flags(if follow_children { DEBUG_PROCESS } else { DEBUG_ONLY_THIS_PROCESS })
-            .spawn()
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => EngineError::ProgramNotFound { program: program.to_string() },
-                io::ErrorKind::PermissionDenied => {
-                    EngineError::AccessDenied { what: format!("running '{program}'") }
-                }
-                _ => EngineError::Os {
-                    what: format!("starting '{program}'"),
-                    code: e.raw_os_error().unwrap_or(0) as u32,
-                },
-            })?;
+        let mut command = Command::new(program);
+        command.args(args).creation_flags(if follow_children {
+            DEBUG_PROCESS
+        } else {
+            DEBUG_ONLY_THIS_PROCESS
+        });
+        // A process started under a debugger gets Windows' debug heap (its
+        // loader sees the debugger and turns on heap checking), which makes
+        // a program slower and can change how a heap bug shows. The program
+        // is to run as it does untraced, so the tracer asks for the normal
+        // heap, as Visual Studio does, unless the user has set the variable.
+        if std::env::var_os(NO_DEBUG_HEAP).is_none() {
+            command.env(NO_DEBUG_HEAP, "1");
+        }
+        let child = command.spawn().map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => EngineError::ProgramNotFound { program: program.to_string() },
+            io::ErrorKind::PermissionDenied => {
+                EngineError::AccessDenied { what: format!("running '{program}'") }
+            }
+            _ => EngineError::Os {
+                what: format!("starting '{program}'"),
+                code: e.raw_os_error().unwrap_or(0) as u32,
+            },
+        })?;
         self.first_pid = child.id();
         // Dropping `child` closes our copies of its handles; the debug
         // events bring their own.

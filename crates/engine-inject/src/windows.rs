@@ -378,7 +378,6 @@ impl Drained {
     }
 }
 
-
 /// The first of each thread's records in `pending`. Run on every poll over
 /// the ~20 ms of records waiting to settle, so it does not hash: a traced
 /// process has few threads, and they are compared in a short list.
@@ -572,17 +571,11 @@ impl Inject {
     }
 
     /// Reports a returned (or no-return) call.
-    fn report_record(
-        &mut self,
-        pid: u32,
-        drained: &Drained,
-        rate: Option<f64>,
-        report: &mut Report<'_>,
-    ) {
+    fn report_record(&mut self, pid: u32, drained: &Drained, rate: Option<f64>, report: &mut Report<'_>) {
         let Some(session) = self.sessions.get_mut(&pid) else { return };
         let record = &drained.record;
-        let resumed = !session.announced.is_empty()
-            && session.announced.remove(&(record.thread_id, record.entry_tsc));
+        let resumed =
+            !session.announced.is_empty() && session.announced.remove(&(record.thread_id, record.entry_tsc));
         session.last_end.insert(record.thread_id, end_tsc(record));
         let names = session.names.as_deref().unwrap_or(&[]);
         let mut call = call_from_record(
@@ -670,7 +663,8 @@ impl Companion for Inject {
         for &pid in &attached {
             if let Some(session) = self.sessions.get_mut(&pid) {
                 let pending = &mut session.pending;
-                let settled = pending.iter().position(|d| end_tsc(&d.record) > limit).unwrap_or(pending.len());
+                let settled =
+                    pending.iter().position(|d| end_tsc(&d.record) > limit).unwrap_or(pending.len());
                 batches.insert(pid, pending.drain(..settled).collect());
             }
         }

@@ -79,6 +79,7 @@ usage: wst-testprog SUBCOMMAND [ARGS]
   event NAME                create the named event NAME, set it, close it; prints 'set event NAME'
   exit CODE                 exit with CODE
   echo TEXT                 print TEXT
+  env NAME                  print 'NAME=VALUE' from the environment, or 'NAME unset'
   debugstr TEXT             OutputDebugStringW(TEXT); prints 'sent debug string'
   sleep MS                  sleep MS ms; prints 'slept MS'
   wait-then-loop MS N       Sleep(10) for about MS ms, then loop N; prints 'finished after loop N'
@@ -130,6 +131,13 @@ usage: wst-testprog SUBCOMMAND [ARGS]
             ["exit", code] => code.parse().ok()?,
             ["echo", text] => {
                 println!("{text}");
+                0
+            }
+            ["env", name] => {
+                match std::env::var(name) {
+                    Ok(value) => println!("{name}={value}"),
+                    Err(_) => println!("{name} unset"),
+                }
                 0
             }
             ["debugstr", text] => {
