@@ -67,8 +67,7 @@ struct State {
     ring: RingRef<'static>,
     /// The in-flight table the return routine keeps (for the tracer).
     in_flight: u64,
-    /// Per function: its stub copy's address (a frame's index and copy
-    /// must agree).
+    /// Per function: its stub copy's address (see `Frame::function`).
     copies: Vec<u64>,
     names: Vec<String>,
     /// Per function (same index): what of its memory to capture.
@@ -217,12 +216,7 @@ fn record_call(frame: *const u8, no_return: u64) {
     // frame they have just filled on this thread's stack.
     let bytes = unsafe { std::ptr::read(frame as *const [u8; FRAME_SIZE]) };
     let f = Frame::parse(&bytes);
-    // The thunk put its stub's index in the frame; the copy it jumped to
-    // must agree (a frame is only ever written by our routines).
-    let function = f.index as usize;
-    if state.copies.get(function) != Some(&f.stub_copy) {
-        return;
-    }
+    let Some(function) = f.function(&state.copies) else { return };
     let recorded = state.recorded.get(function).copied().unwrap_or(true);
     let entry = no_return == inline::ENTRY;
     if entry && (state.decode.raw || !recorded) {
@@ -542,15 +536,15 @@ fn attach_unguarded(ring: *const u64, words: usize, config: &AgentConfig) -> i32
     let Some(range) = PatchRange::of(&state.patches) else { return -6 };
     let threads = OtherThreads::open();
     let Some(_writable) = range.make_writable() else { return -9 };
-    let stopped = threads.suspend(&state.patches);
+    let _stopped = threads.suspend(&state.patches);
     let mut hooked = 0i32;
     for patch in &state.patches {
         if patch.store(patch.original, patch.patched) {
             hooked += 1;
         }
     }
-    drop(stopped);
-    drop(_writable);
+    // The threads resume, then the pages get their protection back (the
+    // guards drop in reverse order).
     hooked
 }
 
@@ -785,7 +779,7 @@ fn allocate_near(near: u64, size: usize) -> Option<u64> {
     None
 }
 
-/// `DllMain`'s reason codes: the DLL loaded into a process, a new thread.
+/// `DllMain`'s reason code for the DLL being loaded into a process.
 const DLL_PROCESS_ATTACH: u32 = 1;
 
 /// The DLL's entry point (called by the mingw CRT's startup routine). When

@@ -41,7 +41,7 @@ use windows_sys::Win32::System::Threading::{
 use winstrace_core::event::{Call, CallResult, Event, EventKind, EventSink, ProcessStart, Value};
 use winstrace_core::memory::{PageCache, TargetMemory, Unreadable};
 use winstrace_hook::trampoline::{self, Frame, StubToTrace, Trampolines, FRAME_SIZE, SLOTS_BYTES};
-use winstrace_hook::{is_no_return, loader, stub};
+use winstrace_hook::{is_no_return, loader, pe, stub};
 
 use winstrace_filter::{StatusFilter, TraceSet};
 
@@ -521,7 +521,7 @@ impl Engine<'_> {
     /// first (a thread's record is written before the system call that
     /// raises the event), then the event itself.
     fn handle_event(&mut self, event: &DEBUG_EVENT) -> Next {
-        self.poll_companion_before(Some(event));
+        self.poll_companion_before(event);
         self.stats.debug_events += 1;
         let next = self.dispatch(event);
         let status = match next {
@@ -538,19 +538,16 @@ impl Engine<'_> {
         self.poll_companion_to(Horizon::Settled);
     }
 
-    /// [`Self::poll_companion`], before `event` is handled.
-    fn poll_companion_before(&mut self, event: Option<&DEBUG_EVENT>) {
-        let horizon = match event {
-            Some(e) if e.dwDebugEventCode == EXIT_THREAD_DEBUG_EVENT => {
-                Horizon::Exit { pid: e.dwProcessId, thread: Some(e.dwThreadId) }
+    /// Reports what the agents recorded before `event` is handled.
+    fn poll_companion_before(&mut self, event: &DEBUG_EVENT) {
+        let horizon = match event.dwDebugEventCode {
+            EXIT_THREAD_DEBUG_EVENT => {
+                Horizon::Exit { pid: event.dwProcessId, thread: Some(event.dwThreadId) }
             }
-            Some(e) if e.dwDebugEventCode == EXIT_PROCESS_DEBUG_EVENT => {
-                Horizon::Exit { pid: e.dwProcessId, thread: None }
-            }
+            EXIT_PROCESS_DEBUG_EVENT => Horizon::Exit { pid: event.dwProcessId, thread: None },
             // A record is written before the system call that raises an
             // event: all of them come first.
-            Some(_) => Horizon::Everything,
-            None => Horizon::Settled,
+            _ => Horizon::Everything,
         };
         self.poll_companion_to(horizon);
     }
@@ -724,7 +721,7 @@ impl Engine<'_> {
                 if let Some(p) = self.processes.get_mut(&pid) {
                     if let Some(agent) = p.agent.as_mut() {
                         if file_name_is(&path, &agent.injection.dll_name) {
-                            let size = image_size(p.handle, base).unwrap_or(0);
+                            let size = pe::image_size(&LiveMemory { process: p.handle }, base).unwrap_or(0);
                             agent.image = Some((base, base + size));
                         }
                     }
@@ -868,7 +865,7 @@ impl Engine<'_> {
     ) -> Option<Call> {
         let p = self.processes.get(&pid)?;
         let hooks = p.hooks.as_ref()?;
-        let index = hooks.trampolines.stub_index(frame.stub_copy)?;
+        let index = frame.function(&hooks.trampolines.copies)?;
         let function = hooks.names[index].clone();
         // System calls return an NTSTATUS in EAX; the upper half of RAX
         // carries nothing.
@@ -1266,15 +1263,6 @@ fn step_past_int3(thread: HANDLE, ctx: &mut AlignedContext, address: u64) {
 /// Whether `path`'s last component is `name` (ASCII case ignored).
 fn file_name_is(path: &str, name: &str) -> bool {
     path.rsplit(['\\', '/']).next().is_some_and(|last| last.eq_ignore_ascii_case(name))
-}
-
-/// SizeOfImage from the PE headers of the module mapped at `base`.
-fn image_size(process: HANDLE, base: u64) -> Option<u64> {
-    let mem = LiveMemory { process };
-    let nt = base + u64::from(mem.read_u32(base + 0x3c).ok()?);
-    // IMAGE_NT_HEADERS64: signature, file header (20 bytes), then the
-    // optional header, whose SizeOfImage is at 56.
-    mem.read_u32(nt + 4 + 20 + 56).ok().map(u64::from)
 }
 
 fn wait_for_event(timeout_ms: u32) -> Result<Option<DEBUG_EVENT>, EngineError> {

@@ -13,15 +13,18 @@
 //! before the program's entry point) or on a thread of its own for `-p`.
 //! The agent's `DllMain` opens the mapping, hooks every Nt* stub and
 //! publishes the hooked functions' names (see `winstrace_agent::mapping`);
-//! from then on each call is one record in the ring, which the debug
-//! loop's polls turn into [`EventKind::Call`](winstrace_core::event::EventKind::Call)
-//! events, while threads, DLLs, exceptions, debug strings, children and
-//! exits still come from the debugger, which sees them first.
+//! from then on each returning call is two records in the ring (its entry
+//! and its return; one, before the call, for a call that does not return),
+//! which the debug loop's polls turn into
+//! [`EventKind::Call`](winstrace_core::event::EventKind::Call) events,
+//! while threads, DLLs, exceptions, debug strings, children and exits
+//! still come from the debugger, which sees them first.
 //!
-//! Each record carries the memory the call's decoding reads, captured by
-//! the agent when the call returned (`winstrace_decode::capture`): the
-//! tracer decodes those bytes with the same decoders the debugger engine
-//! runs over the live process. `-e trace=` is applied in the agent: a
+//! The records carry the memory the call's decoding reads, captured by the
+//! agent (`winstrace_decode::capture`): the in-parameters' at call time,
+//! in the entry record, the out-parameters' after the return. The tracer
+//! decodes those bytes with the same decoders the debugger engine runs
+//! over the live process. `-e trace=` is applied in the agent: a
 //! function filtered out is not hooked.
 //!
 //! On Ctrl-C the debugger runs the agent's detach routine in the target
@@ -174,10 +177,7 @@ pub fn call_from_record(
     // System calls return an NTSTATUS in EAX; the upper half of RAX carries
     // nothing.
     let status = (!record.no_return).then_some(u64::from(record.status as u32));
-    let mut memory = CapturedMemory::new();
-    for (address, bytes) in entry.into_iter().flat_map(record::pieces).chain(record::pieces(payload)) {
-        memory.add(address, bytes);
-    }
+    let memory = record_memory(entry.into_iter().chain([payload]));
     let (mut args, mut args_complete) =
         winstrace_decode::decode_call(&function, &record.args, status, &memory, opts);
     // When no memory is in both captures (the common case), every byte
@@ -190,7 +190,7 @@ pub fn call_from_record(
         })
     });
     if let Some(entry) = entry.filter(|_| overlap) {
-        let at_entry = record_memory(entry);
+        let at_entry = record_memory([entry]);
         let (entry_args, entry_complete) =
             winstrace_decode::decode_call(&function, &record.args, None, &at_entry, opts);
         for (arg, at_call) in args.iter_mut().zip(entry_args) {
@@ -238,10 +238,11 @@ pub fn call_start(
     }
 }
 
-/// The memory a record carries, as target memory.
-pub fn record_memory(payload: &[u8]) -> CapturedMemory {
+/// The memory records carry, as target memory; where two hold the same
+/// bytes, the later record's win (a call's return over its entry).
+pub fn record_memory<'p>(payloads: impl IntoIterator<Item = &'p [u8]>) -> CapturedMemory {
     let mut memory = CapturedMemory::new();
-    for (address, bytes) in record::pieces(payload) {
+    for (address, bytes) in payloads.into_iter().flat_map(record::pieces) {
         memory.add(address, bytes);
     }
     memory

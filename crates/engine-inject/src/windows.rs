@@ -491,7 +491,7 @@ impl Inject {
                 let span = Span { return_tsc: None, ..record_span(&record) };
                 let function = function_name(names, record.function);
                 if !skip(&span, &function) {
-                    let memory = record_memory(payload);
+                    let memory = record_memory([payload.as_slice()]);
                     out.push((
                         span,
                         call_start(function, &record.args, span.entry_tsc, &memory, &self.options.decode),
@@ -533,7 +533,7 @@ impl Inject {
     fn call_start_of(&self, pid: u32, drained: &Drained) -> Call {
         let names = self.sessions.get(&pid).and_then(|s| s.names.as_deref()).unwrap_or(&[]);
         let record = &drained.record;
-        let memory = record_memory(drained.in_memory());
+        let memory = record_memory([drained.in_memory()]);
         call_start(
             function_name(names, record.function),
             &record.args,
@@ -659,17 +659,19 @@ impl Companion for Inject {
                 read.max(before).unwrap_or(0)
             }
         };
-        let mut batches: HashMap<u32, Vec<Drained>> = HashMap::new();
-        for &pid in &attached {
+        // Every process's settled records are taken out before any is
+        // reported: a process's calls in progress are judged against what
+        // the others still hold back.
+        let mut batches: Vec<(u32, Vec<Drained>)> = Vec::with_capacity(attached.len());
+        for pid in attached {
             if let Some(session) = self.sessions.get_mut(&pid) {
                 let pending = &mut session.pending;
                 let settled =
                     pending.iter().position(|d| end_tsc(&d.record) > limit).unwrap_or(pending.len());
-                batches.insert(pid, pending.drain(..settled).collect());
+                batches.push((pid, pending.drain(..settled).collect()));
             }
         }
-        for pid in attached {
-            let Some(batch) = batches.remove(&pid) else { continue };
+        for (pid, batch) in batches {
             if batch.is_empty() {
                 self.acknowledge(pid);
                 continue;

@@ -74,16 +74,9 @@ pub struct InlineTrampolines {
     pub entry_routine: u64,
     /// Per stub, in input order: the thunk its first bytes jump to.
     pub thunks: Vec<u64>,
-    /// Per stub, in input order: its copy's address, as saved in frames.
-    /// Strictly increasing, so [`InlineTrampolines::stub_index`] can search it.
+    /// Per stub, in input order: its copy's address, as saved in frames
+    /// (see [`Frame::function`](crate::trampoline::Frame::function)).
     pub copies: Vec<u64>,
-}
-
-impl InlineTrampolines {
-    /// Which input stub a frame's `stub_copy` belongs to.
-    pub fn stub_index(&self, stub_copy: u64) -> Option<usize> {
-        self.copies.binary_search(&stub_copy).ok()
-    }
 }
 
 /// Bytes the whole region needs for `stubs`.
@@ -188,6 +181,7 @@ pub fn atomic_patch(from: u64, to: u64, original: &[u8]) -> Option<[u8; 8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trampoline::tests::frame_of;
     use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 
     const WINE_STUB: [u8; 32] = [
@@ -232,9 +226,9 @@ mod tests {
         for (i, copy) in t.copies.iter().enumerate() {
             let at = (copy - base) as usize;
             assert_eq!(&t.code[at..at + 32], &WINE_STUB, "copy {i} holds the stub verbatim");
-            assert_eq!(t.stub_index(*copy), Some(i));
+            assert_eq!(frame_of(i, *copy).function(&t.copies), Some(i));
         }
-        assert_eq!(t.stub_index(t.copies[1] + 1), None);
+        assert_eq!(frame_of(1, t.copies[1] + 1).function(&t.copies), None);
         // Stub 0 returns, stub 1 does not: each thunk passes its index and
         // its copy to its routine.
         for (i, routine) in [t.return_routine, t.entry_routine].into_iter().enumerate() {

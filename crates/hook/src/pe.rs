@@ -1,4 +1,5 @@
-//! Exports of a PE image mapped in a target, read through [`TargetMemory`].
+//! Exports and size of a PE image mapped in a target, read through
+//! [`TargetMemory`].
 
 use std::fmt;
 
@@ -39,8 +40,9 @@ pub struct Export {
 const MAX_EXPORTS: u32 = 65_536;
 const MAX_NAME: usize = 256;
 
-/// Lists the named code exports of the PE image mapped at `base`.
-pub fn exports(mem: &dyn TargetMemory, base: u64) -> Result<Vec<Export>, PeError> {
+/// The address of the optional header of the PE image mapped at `base`,
+/// once its MZ and PE signatures are checked.
+fn optional_header(mem: &dyn TargetMemory, base: u64) -> Result<u64, PeError> {
     if mem.read_u16(base)? != 0x5a4d {
         return Err(PeError::NotPe("no MZ signature"));
     }
@@ -48,7 +50,20 @@ pub fn exports(mem: &dyn TargetMemory, base: u64) -> Result<Vec<Export>, PeError
     if mem.read_u32(nt)? != 0x4550 {
         return Err(PeError::NotPe("no PE signature"));
     }
-    let optional = nt + 4 + 20;
+    // Past the signature and the 20-byte file header.
+    Ok(nt + 4 + 20)
+}
+
+/// SizeOfImage: how many bytes from `base` the image mapped there spans
+/// (at the same offset in PE32 and PE32+ optional headers).
+pub fn image_size(mem: &dyn TargetMemory, base: u64) -> Result<u64, PeError> {
+    let optional = optional_header(mem, base)?;
+    Ok(u64::from(mem.read_u32(optional + 56)?))
+}
+
+/// Lists the named code exports of the PE image mapped at `base`.
+pub fn exports(mem: &dyn TargetMemory, base: u64) -> Result<Vec<Export>, PeError> {
+    let optional = optional_header(mem, base)?;
     let magic = mem.read_u16(optional)?;
     // The data directories start at a different offset in PE32 and PE32+.
     let directories = match magic {
@@ -163,6 +178,16 @@ pub(crate) mod tests {
                 Export { name: "RtlFoo".into(), address: 0x7000_2040 },
             ]
         );
+    }
+
+    #[test]
+    fn image_size_is_read_from_the_optional_header() {
+        let mut img = tiny_pe(&[], &[]);
+        img[0x80 + 24 + 56..0x80 + 24 + 60].copy_from_slice(&0x4000u32.to_le_bytes());
+        let mem = MemoryImage::new().with(0x7000_0000, img);
+        assert_eq!(image_size(&mem, 0x7000_0000), Ok(0x4000));
+        let mem = MemoryImage::new().with(0x1000, vec![0u8; 0x100]);
+        assert_eq!(image_size(&mem, 0x1000), Err(PeError::NotPe("no MZ signature")));
     }
 
     #[test]

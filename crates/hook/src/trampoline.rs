@@ -131,6 +131,15 @@ impl Frame {
             index: q(INDEX_AT) as u32,
         }
     }
+
+    /// The frame's function, as an index into `copies` (the stub copies of
+    /// the trampolines that wrote it, in input order): the index its thunk
+    /// stored, if the copy it jumped to is that stub's. A frame is read
+    /// from a thread's stack, so both are checked.
+    pub fn function(&self, copies: &[u64]) -> Option<usize> {
+        let index = self.index as usize;
+        (copies.get(index) == Some(&self.stub_copy)).then_some(index)
+    }
 }
 
 /// One function to trace: where its stub is and the stub bytes to copy.
@@ -156,16 +165,9 @@ pub struct Trampolines {
     pub entry_trap: u64,
     /// Per stub, in input order: the thunk its first bytes jump to.
     pub thunks: Vec<u64>,
-    /// Per stub, in input order: its copy's address, as saved in frames.
-    /// Strictly increasing, so [`Trampolines::stub_index`] can search it.
+    /// Per stub, in input order: its copy's address, as saved in frames
+    /// (see [`Frame::function`]).
     pub copies: Vec<u64>,
-}
-
-impl Trampolines {
-    /// Which input stub a frame's `stub_copy` belongs to.
-    pub fn stub_index(&self, stub_copy: u64) -> Option<usize> {
-        self.copies.binary_search(&stub_copy).ok()
-    }
 }
 
 /// Bytes the whole region needs for `stubs`.
@@ -338,7 +340,7 @@ pub fn jump_patch(from: u64, to: u64) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 
@@ -378,9 +380,10 @@ mod tests {
         assert!(t.copies[0] < t.copies[1]);
         for (i, copy) in t.copies.iter().enumerate() {
             assert_eq!(&code_at(&t, *copy)[..32], &WINE_STUB, "copy {i} holds the stub verbatim");
-            assert_eq!(t.stub_index(*copy), Some(i));
+            assert_eq!(frame_of(i, *copy).function(&t.copies), Some(i));
         }
-        assert_eq!(t.stub_index(t.copies[0] + 1), None);
+        assert_eq!(frame_of(0, t.copies[0] + 1).function(&t.copies), None);
+        assert_eq!(frame_of(1, t.copies[0]).function(&t.copies), None, "index and copy disagree");
         assert_eq!(code_at(&t, t.return_trap)[0], 0xcc);
         assert_eq!(code_at(&t, t.entry_trap)[0], 0xcc);
 
@@ -491,6 +494,18 @@ mod tests {
             parse_in_flight(&table),
             [InFlight { thread_id: 0x20, frame: 0x5ff000 }, InFlight { thread_id: 0x28, frame: 0x7ff000 }]
         );
+    }
+
+    /// A frame as a thunk for stub `index`, whose copy is at `copy`, saves it.
+    pub(crate) fn frame_of(index: usize, copy: u64) -> Frame {
+        Frame {
+            args: [0; MAX_ARGS],
+            stub_copy: copy,
+            rax: 0,
+            entry_tsc: 0,
+            return_tsc: 0,
+            index: index as u32,
+        }
     }
 
     #[test]
